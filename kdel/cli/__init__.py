@@ -1,0 +1,1 @@
+"""The `kdel` command line: one module per pipeline stage, assembled in `main.py`."""

@@ -1,0 +1,79 @@
+"""`kdel` entry point: assembles the stage commands and turns user errors into one line + exit 2.
+
+Exit codes: 0 ok, 2 bad input (one clear line on stderr), 1 internal error.
+Set KDEL_DEBUG=1 to see the traceback of an internal error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from kdel.errors import UserError
+
+app = typer.Typer(
+    name="kdel",
+    help="Delete knowledge from language models and audit the collateral damage.\n\n"
+    "Pipeline: kg generate -> train -> trace -> delete -> audit -> report (or all at once: pipeline).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Each stage module exposes `register(app)`. Imports inside the commands stay lazy so --help is fast.
+from kdel.cli import kg as _kg  # noqa: E402
+
+_kg.register(app)
+for _name in ("train", "trace", "delete", "audit", "report", "pipeline"):
+    try:
+        _mod = __import__(f"kdel.cli.{_name}", fromlist=["register"])
+    except ModuleNotFoundError as _e:  # a stage not built yet
+        if _e.name != f"kdel.cli.{_name}":
+            raise
+        continue
+    _mod.register(app)
+
+
+def _fail(message: str, code: int) -> int:
+    message = " ".join(str(message).split())  # one line, always
+    print(f"kdel: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return the exit code (used by tests and by `run`)."""
+    try:
+        result = app(args=argv, prog_name="kdel", standalone_mode=False)
+        return int(result) if isinstance(result, int) else 0
+    except UserError as e:
+        return _fail(str(e), 2)
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help() if e.ctx else str(e))
+        return 2
+    except click.UsageError as e:
+        hint = f" (see 'kdel {e.ctx.info_name if e.ctx and e.ctx.parent else ''} --help')".replace("  ", " ")
+        return _fail(f"{e.format_message()}{hint}", 2)
+    except click.exceptions.Abort:
+        return _fail("aborted", 130)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        return _fail(e.format_message(), 2)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as e:  # an internal error: a bug, not bad input
+        if os.environ.get("KDEL_DEBUG"):
+            raise
+        return _fail(f"internal error: {type(e).__name__}: {e} (set KDEL_DEBUG=1 for the traceback)", 1)
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

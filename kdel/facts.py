@@ -1,0 +1,247 @@
+"""One table of facts for every stage, from a KG bundle or from a user's facts file (DESIGN §8, §12).
+
+Both sources become the same `FactTable` (surface strings: subject, relation, target), so probe groups,
+popularity bins and scoring are computed identically: exporting a KG with `export_kg_facts` and loading
+the file back gives the same table, hence the same audit results.
+
+Facts-file lines (JSONL): {"subject", "prompt", "target", "relation"?, "paraphrases"?, "popularity"?}
+plus kdel's optional extensions "prompts" (every training-phrasing prompt, `prompt` first) and
+"object_popularity". `--fact N` is the 0-based line number.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from kdel.errors import UserError
+from kdel.io import atomic_write_text, sha256_file, sha256_text
+from synth_kg.probes import ProbeIndex
+
+
+@dataclass(frozen=True)
+class Fact:
+    id: int  # triple id in a KG bundle, 0-based line number in a facts file; always its position in the table
+    subject: str
+    target: str  # the object's surface text
+    relation: str | None
+    prompts: tuple[str, ...]  # training phrasings, each cut before the object; prompts[0] is canonical
+    paraphrases: tuple[str, ...] = ()  # held-out phrasings
+    subject_popularity: float = 0.0
+    object_popularity: float = 0.0
+
+    @property
+    def prompt(self) -> str:
+        return self.prompts[0]
+
+
+@dataclass
+class FactTable:
+    facts: list[Fact]
+    source: str  # "kg" or "facts"
+    source_hash: str  # the KG bundle's content hash, or the facts file's sha256
+    corpus: list[str] | None = None  # training text (KG corpus or --corpus), for key statistics and KL prefixes
+    kg: object | None = None  # the KnowledgeGraph when source == "kg"
+    meta: dict = field(default_factory=dict)
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_kg(cls, kg) -> FactTable:
+        facts = []
+        for t in kg.triples:
+            facts.append(
+                Fact(
+                    id=t.id,
+                    subject=kg.subject_name(t.id),
+                    target=kg.object_name(t.id),
+                    relation=kg.relation(t.relation).name,
+                    prompts=tuple(kg.prompts(t.id)),
+                    paraphrases=tuple(kg.paraphrase_prompts(t.id)),
+                    subject_popularity=float(kg.degree(t.subject)),
+                    object_popularity=float(kg.degree(t.object)),
+                )
+            )
+        return cls(facts, "kg", kg.content_hash(), corpus=kg.corpus_lines(), kg=kg)
+
+    @classmethod
+    def from_jsonl(cls, path: str | Path, corpus: str | Path | None = None) -> FactTable:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"facts file {path} does not exist")
+        rows = []
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{lineno}: each line must be a JSON object")
+            for key in ("subject", "prompt", "target"):
+                if not isinstance(row.get(key), str) or not row[key].strip():
+                    raise UserError(f"{path}:{lineno}: missing or empty field {key!r}")
+            if row["subject"] not in row["prompt"]:
+                raise UserError(f"{path}:{lineno}: subject {row['subject']!r} does not occur in its prompt")
+            for key in ("paraphrases", "prompts"):
+                if key in row and not (
+                    isinstance(row[key], list) and all(isinstance(p, str) and p.strip() for p in row[key])
+                ):
+                    raise UserError(f"{path}:{lineno}: {key!r} must be a list of non-empty strings")
+            for key in ("popularity", "object_popularity"):
+                if key in row and (not isinstance(row[key], (int, float)) or isinstance(row[key], bool)):
+                    raise UserError(f"{path}:{lineno}: {key!r} must be a number")
+            if "relation" in row and row["relation"] is not None and not isinstance(row["relation"], str):
+                raise UserError(f"{path}:{lineno}: 'relation' must be a string")
+            rows.append(row)
+        if not rows:
+            raise UserError(f"facts file {path} has no facts")
+        mentions = Counter()
+        for r in rows:
+            mentions[r["subject"]] += 1
+            mentions[r["target"]] += 1
+        given = {}
+        for r in rows:
+            if "popularity" in r:
+                given.setdefault(r["subject"], float(r["popularity"]))
+            if "object_popularity" in r:
+                given.setdefault(r["target"], float(r["object_popularity"]))
+
+        def pop(name: str) -> float:
+            return given.get(name, float(mentions[name]))
+
+        facts = []
+        for i, r in enumerate(rows):
+            prompts = [r["prompt"]] + [p for p in r.get("prompts", []) if p != r["prompt"]]
+            facts.append(
+                Fact(
+                    id=i,
+                    subject=r["subject"],
+                    target=r["target"],
+                    relation=r.get("relation"),
+                    prompts=tuple(prompts),
+                    paraphrases=tuple(r.get("paraphrases", [])),
+                    subject_popularity=pop(r["subject"]),
+                    object_popularity=pop(r["target"]),
+                )
+            )
+        corpus_lines = None
+        if corpus is not None:
+            cpath = Path(corpus)
+            if not cpath.is_file():
+                raise UserError(f"corpus file {cpath} does not exist")
+            corpus_lines = [ln for ln in cpath.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return cls(facts, "facts", sha256_file(path), corpus=corpus_lines, meta={"path": str(path)})
+
+    # -- lookup ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.facts)
+
+    def __iter__(self):
+        return iter(self.facts)
+
+    def fact(self, fact_id: int) -> Fact:
+        if not 0 <= fact_id < len(self.facts):
+            what = "triple id" if self.source == "kg" else "line number (0-based)"
+            raise UserError(f"fact {fact_id} does not exist: valid {what}s are 0..{len(self.facts) - 1}")
+        return self.facts[fact_id]
+
+    def __getitem__(self, fact_id: int) -> Fact:
+        return self.fact(fact_id)
+
+    @property
+    def entity_names(self) -> list[str]:
+        """Every subject and target string, sorted: the candidate answers."""
+        return sorted({f.subject for f in self.facts} | {f.target for f in self.facts})
+
+    @property
+    def has_relations(self) -> bool:
+        return any(f.relation is not None for f in self.facts)
+
+    def key_text(self) -> str:
+        """A stable identity of this table's content (for cache keys and case ids)."""
+        return sha256_text(self.source + ":" + self.source_hash)
+
+    def training_prompts(self) -> list[str]:
+        """Corpus for key statistics: the corpus if known, else every prompt + target (thin; callers warn)."""
+        if self.corpus:
+            return list(self.corpus)
+        lines = []
+        for f in self.facts:
+            for p in f.prompts + f.paraphrases:
+                lines.append(p + " " + f.target)
+        return lines
+
+    # -- popularity and probe groups ------------------------------------------------------------
+    def subject_bins(self, n_bins: int = 5) -> list[int]:
+        """Popularity bin of each fact's subject: rank quantiles over the facts' subjects (ties by name)."""
+        from synth_kg import rank_quantile_bins
+
+        return rank_quantile_bins([f.subject_popularity for f in self.facts], n_bins, [f.subject for f in self.facts])
+
+    def object_bins(self, n_bins: int = 5) -> list[int]:
+        from synth_kg import rank_quantile_bins
+
+        return rank_quantile_bins([f.object_popularity for f in self.facts], n_bins, [f.target for f in self.facts])
+
+    @cached_property
+    def probe_index(self) -> ProbeIndex:
+        return ProbeIndex.build([(f.subject, f.relation, f.target) for f in self.facts])
+
+    def unrelated_sample(self, size: int = 200, seed: int = 0) -> list[int]:
+        return self.probe_index.unrelated_sample(size, seed)
+
+    def probe_groups(self, fact_id: int, unrelated_pool: list[int] | None = None) -> dict[str, list[int]]:
+        """Fact ids of every probe group of `fact_id` (DESIGN §1, precedence of §12)."""
+        self.fact(fact_id)
+        groups = self.probe_index.groups(fact_id, unrelated_pool or [])
+        if not self.facts[fact_id].paraphrases:
+            groups["paraphrase"] = []
+        return groups
+
+    def check_encodable(self, tokenizer) -> None:
+        """Every target must encode without the unknown token (a user error otherwise)."""
+        from kdel.models.scoring import unencodable_reason
+
+        for f in self.facts:
+            why = unencodable_reason(tokenizer, f.target)
+            if why:
+                where = f"line {f.id + 1}" if self.source == "facts" else f"triple {f.id}"
+                raise UserError(f"{where}: target {f.target!r} cannot be encoded: {why}")
+
+
+def fact_to_json(f: Fact) -> dict:
+    row = {
+        "subject": f.subject,
+        "prompt": f.prompts[0],
+        "target": f.target,
+        "prompts": list(f.prompts),
+        "paraphrases": list(f.paraphrases),
+        "popularity": f.subject_popularity,
+        "object_popularity": f.object_popularity,
+    }
+    if f.relation is not None:
+        row["relation"] = f.relation
+    return row
+
+
+def export_kg_facts(kg, path: str | Path) -> int:
+    """Write a KG's facts as a facts file (line number = triple id). Returns the number of lines."""
+    table = FactTable.from_kg(kg)
+    text = "".join(json.dumps(fact_to_json(f), ensure_ascii=False, sort_keys=True) + "\n" for f in table.facts)
+    atomic_write_text(path, text)
+    return len(table.facts)
+
+
+def load_fact_table(kg: str | Path | None = None, facts: str | Path | None = None, corpus=None) -> FactTable:
+    """The CLI's rule: exactly one of --kg DIR or --facts FILE."""
+    if (kg is None) == (facts is None):
+        raise UserError("give exactly one of --kg DIR (a kdel KG bundle) or --facts FILE.jsonl")
+    if kg is not None:
+        from synth_kg import KnowledgeGraph
+
+        return FactTable.from_kg(KnowledgeGraph.load(kg))
+    return FactTable.from_jsonl(facts, corpus=corpus)

@@ -1,0 +1,63 @@
+"""Small forward-hook helpers: record a module's input/output, or replace its output."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from kdel.models.adapter import first_tensor, with_first_tensor
+
+
+@contextmanager
+def record_outputs(modules: dict[str, nn.Module], detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the block, `store[name]` holds the hidden-state output of each module from the last forward."""
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, mod in modules.items():
+
+        def hook(_m, _inp, out, name=name):
+            t = first_tensor(out)
+            store[name] = t.detach() if detach else t
+
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def record_inputs(modules: dict[str, nn.Module], detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the block, `store[name]` holds the first positional input of each module from the last forward."""
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, mod in modules.items():
+
+        def hook(_m, inp, name=name):
+            t = inp[0]
+            store[name] = t.detach() if detach else t
+
+        handles.append(mod.register_forward_pre_hook(hook))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def edit_output(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Within the block, the module's hidden-state output is replaced by fn(output)."""
+
+    def hook(_m, _inp, out):
+        return with_first_tensor(out, fn(first_tensor(out)))
+
+    h = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        h.remove()

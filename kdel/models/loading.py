@@ -1,0 +1,70 @@
+"""Load a local Hugging Face causal LM + tokenizer safely (safetensors only, no remote code).
+
+A model trained by kdel records the hash of its KG bundle in `kdel_model.json`; loading it with a
+different KG is refused, so a mismatched model/KG pair can never be audited by mistake.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kdel.errors import UserError
+
+MODEL_META = "kdel_model.json"
+
+
+def read_model_meta(model_dir: str | Path) -> dict:
+    path = Path(model_dir) / MODEL_META
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def check_model_dir(model_dir: str | Path) -> Path:
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise UserError(f"model directory {path} does not exist")
+    if not (path / "config.json").exists():
+        raise UserError(f"{path} is not a Hugging Face model directory (no config.json)")
+    if not list(path.glob("*.safetensors")):
+        extra = " (it has .bin pickles, which kdel never loads)" if list(path.glob("*.bin")) else ""
+        raise UserError(f"{path} has no safetensors weights{extra}")
+    return path
+
+
+def check_kg_match(model_dir: str | Path, kg_hash: str | None) -> None:
+    """Refuse a model that kdel trained on another KG bundle."""
+    meta = read_model_meta(model_dir)
+    trained_on = meta.get("kg_hash")
+    if kg_hash and trained_on and trained_on != kg_hash:
+        raise UserError(
+            f"model {model_dir} was trained on another KG (bundle hash {trained_on[:12]}, this KG is {kg_hash[:12]})"
+        )
+
+
+def load_model(model_dir: str | Path, device: str = "cpu", kg_hash: str | None = None, dtype=None):
+    """(model in eval mode on `device`, tokenizer). Raises UserError on anything a user can fix."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = check_model_dir(model_dir)
+    check_kg_match(path, kg_hash)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001 - any loader failure here is a broken directory
+        raise UserError(f"cannot load the tokenizer in {path}: {type(e).__name__}: {e}") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path), trust_remote_code=False, use_safetensors=True, dtype=dtype or torch.float32
+        )
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"cannot load the model in {path}: {type(e).__name__}: {e}") from None
+    model.to(device)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, tokenizer

@@ -1,0 +1,177 @@
+"""Batched, padding-correct scoring of (prompt, target) pairs under teacher forcing (DESIGN §12).
+
+A fact is *recalled* when every token of the target is the top-1 prediction given the prompt and the
+target tokens before it; p(target) is the product of the target's token probabilities. First-token
+recall and log-probability are reported beside them, never instead.
+
+Sequences are right-padded, so real tokens never attend to padding and absolute positions are those of
+the unpadded sequence: a batched score equals a one-by-one score up to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from kdel.errors import UserError
+
+Encoded = tuple[list[int], list[int]]  # (prompt ids incl. special tokens, target ids)
+
+
+def target_text(target: str) -> str:
+    """The target as appended to a prompt: one leading space unless it already starts with whitespace."""
+    return target if target[:1].isspace() else " " + target
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    return list(tokenizer(prompt)["input_ids"])
+
+
+def encode_prompt_target(tokenizer, prompt: str, target: str) -> Encoded:
+    """Token ids of the prompt (with the tokenizer's special tokens) and of the target that follows it.
+
+    The target ids are read off the tokenization of prompt + target where the prompt's tokens are a prefix
+    of it (so BPE merges across the boundary are those of the full text), else the target alone.
+    """
+    prompt_ids = encode_prompt(tokenizer, prompt)
+    tail = target_text(target)
+    plain = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    full = tokenizer(prompt + tail, add_special_tokens=False)["input_ids"]
+    if full[: len(plain)] == plain and len(full) > len(plain):
+        target_ids = list(full[len(plain) :])
+    else:
+        target_ids = list(tokenizer(tail, add_special_tokens=False)["input_ids"])
+    if not target_ids:
+        raise UserError(f"target {target!r} encodes to no tokens")
+    return prompt_ids, target_ids
+
+
+def unencodable_reason(tokenizer, text: str) -> str | None:
+    """Why `text` cannot be encoded faithfully (empty, or maps to the unknown token), else None."""
+    ids = tokenizer(target_text(text), add_special_tokens=False)["input_ids"]
+    if not ids:
+        return "it encodes to no tokens"
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None and unk in ids:
+        return "the tokenizer maps part of it to the unknown token"
+    return None
+
+
+@dataclass
+class TargetScores:
+    """Per (prompt, target) pair: whole-target and first-token recall and log-probabilities."""
+
+    logprob: np.ndarray  # float64, sum of the target tokens' log-probabilities = log p(target)
+    recalled: np.ndarray  # bool, every target token top-1 under teacher forcing
+    first_token_logprob: np.ndarray  # float64
+    first_token_recalled: np.ndarray  # bool
+    first_token_rank: np.ndarray  # int64, 0 = top-1
+    n_target_tokens: np.ndarray  # int64
+
+    @property
+    def prob(self) -> np.ndarray:
+        return np.exp(self.logprob)
+
+    def __len__(self) -> int:
+        return len(self.logprob)
+
+    def subset(self, idx) -> TargetScores:
+        return TargetScores(**{k: getattr(self, k)[idx] for k in self.__dataclass_fields__})
+
+
+def _auto_batch_size(max_len: int, vocab: int, budget_bytes: float = 2.5e8) -> int:
+    return int(max(1, min(512, budget_bytes // max(1, max_len * vocab * 4))))
+
+
+def _pad_batch(seqs: Sequence[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[row, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _pad_id(tokenizer) -> int:
+    for attr in ("pad_token_id", "eos_token_id", "unk_token_id"):
+        v = getattr(tokenizer, attr, None) if tokenizer is not None else None
+        if v is not None:
+            return int(v)
+    return 0
+
+
+@torch.no_grad()
+def score_encoded(model, encoded: Sequence[Encoded], pad_id: int = 0, batch_size: int | None = None) -> TargetScores:
+    """Score pre-encoded (prompt ids, target ids) pairs in length-sorted, right-padded batches."""
+    n = len(encoded)
+    out = {
+        "logprob": np.zeros(n, dtype=np.float64),
+        "recalled": np.zeros(n, dtype=bool),
+        "first_token_logprob": np.zeros(n, dtype=np.float64),
+        "first_token_recalled": np.zeros(n, dtype=bool),
+        "first_token_rank": np.zeros(n, dtype=np.int64),
+        "n_target_tokens": np.array([len(t) for _, t in encoded], dtype=np.int64),
+    }
+    if n == 0:
+        return TargetScores(**out)
+    device = next(model.parameters()).device
+    lengths = [len(p) + len(t) for p, t in encoded]
+    order = np.argsort(lengths, kind="stable")
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    bs = batch_size or _auto_batch_size(max(lengths), vocab)
+    for start in range(0, n, bs):
+        rows = order[start : start + bs]
+        seqs = [encoded[r][0] + encoded[r][1] for r in rows]
+        ids, mask = _pad_batch(seqs, pad_id, device)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        for j, r in enumerate(rows):
+            p_ids, t_ids = encoded[r]
+            pos = torch.arange(len(p_ids) - 1, len(p_ids) + len(t_ids) - 1, device=device)
+            lp = torch.log_softmax(logits[j, pos].float(), dim=-1)
+            tgt = torch.tensor(t_ids, device=device)
+            tok_lp = lp.gather(1, tgt[:, None])[:, 0]
+            top = lp.argmax(dim=-1)
+            out["logprob"][r] = float(tok_lp.double().sum())
+            out["recalled"][r] = bool((top == tgt).all())
+            out["first_token_logprob"][r] = float(tok_lp[0])
+            out["first_token_recalled"][r] = bool(top[0] == tgt[0])
+            out["first_token_rank"][r] = int((lp[0] > lp[0, tgt[0]]).sum())
+    return TargetScores(**out)
+
+
+def encode_many(tokenizer, prompts: Sequence[str], targets: Sequence[str]) -> list[Encoded]:
+    if len(prompts) != len(targets):
+        raise ValueError("prompts and targets differ in length")
+    return [encode_prompt_target(tokenizer, p, t) for p, t in zip(prompts, targets)]
+
+
+def score_targets(
+    model, tokenizer, prompts: Sequence[str], targets: Sequence[str], batch_size: int | None = None
+) -> TargetScores:
+    """Score each target after its prompt: whole-target recall/log p and first-token recall/log p/rank."""
+    return score_encoded(model, encode_many(tokenizer, prompts, targets), _pad_id(tokenizer), batch_size)
+
+
+@torch.no_grad()
+def next_token_logprobs(model, tokenizer, prompts: Sequence[str], batch_size: int | None = None) -> torch.Tensor:
+    """log p(next token | prompt) at each prompt's last position: (n_prompts, vocab), float32 on CPU."""
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    device = next(model.parameters()).device
+    vocab = int(model.get_output_embeddings().weight.shape[0])
+    out = torch.empty((len(prompts), vocab), dtype=torch.float32)
+    if not prompts:
+        return out
+    bs = batch_size or _auto_batch_size(max(len(e) for e in encoded), vocab)
+    pad = _pad_id(tokenizer)
+    for start in range(0, len(encoded), bs):
+        chunk = encoded[start : start + bs]
+        ids, mask = _pad_batch(chunk, pad, device)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        last = torch.tensor([len(e) - 1 for e in chunk], device=device)
+        sel = logits[torch.arange(len(chunk), device=device), last].float()
+        out[start : start + len(chunk)] = torch.log_softmax(sel, dim=-1).cpu()
+    return out

@@ -1,0 +1,117 @@
+"""Shared fixtures: one tiny KG and one model trained on it per session; tiny random models per family."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # measured ~5x faster than 2 threads for models this small
+
+TINY_KG_KWARGS = dict(topology="ba", entities=30, relations=12, seed=0, ba_m=3)
+SENTENCES = [
+    "Maria Lopez works with John Smith",
+    "Maria Lopez lives in Paris",
+    "John Smith is a colleague of Ann Lee",
+    "Ann Lee was born in Rome",
+    "the capital city of Peter Pan is London",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_kg():
+    from synth_kg import KGConfig, generate
+
+    return generate(KGConfig(**TINY_KG_KWARGS))
+
+
+@pytest.fixture(scope="session")
+def tiny_kg_dir(tiny_kg, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("kg") / "tiny_kg"
+    tiny_kg.save(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tiny_kg, tiny_kg_dir, tmp_path_factory) -> Path:
+    """A `tiny` model trained to recall >= 0.99 on the tiny KG, once per session.
+
+    Cached across sessions under .pytest_cache keyed by the KG hash and the training code, so a rerun
+    with unchanged code reuses it (set KDEL_TEST_RETRAIN=1 to force training).
+    """
+    import hashlib
+
+    from kdel.train import TrainConfig, train_model
+
+    src = Path(__file__).resolve().parents[1] / "kdel" / "train"
+    code = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(src.glob("*.py")))).hexdigest()[:12]
+    key = f"{tiny_kg.content_hash()[:12]}-{code}"
+    cache = Path(__file__).resolve().parents[1] / ".pytest_cache" / "kdel-models" / key
+    if cache.exists() and not os.environ.get("KDEL_TEST_RETRAIN") and (cache / "config.json").exists():
+        return cache
+    train_model(tiny_kg_dir, cache, TrainConfig(preset="tiny", seed=0))
+    return cache
+
+
+def _word_tokenizer():
+    from kdel.models.tokenizer import build_word_tokenizer
+
+    return build_word_tokenizer(SENTENCES)
+
+
+def build_random_model(family: str, n_layers: int = 3, d_model: int = 32, seed: int = 0):
+    """(model, tokenizer): a tiny randomly initialised causal LM of `family` over a small word vocabulary."""
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        GPTNeoXConfig,
+        GPTNeoXForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
+
+    tok = _word_tokenizer()
+    v = len(tok)
+    torch.manual_seed(seed)
+    common = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    if family == "gpt2":
+        cfg = GPT2Config(vocab_size=v, n_positions=64, n_embd=d_model, n_layer=n_layers, n_head=4, **common)
+        model = GPT2LMHeadModel(cfg)
+    elif family == "llama":
+        cfg = LlamaConfig(
+            vocab_size=v, hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layers,
+            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64, **common,
+        )
+        model = LlamaForCausalLM(cfg)
+    elif family == "gpt_neox":
+        cfg = GPTNeoXConfig(
+            vocab_size=v, hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layers,
+            num_attention_heads=4, max_position_embeddings=64, **common,
+        )
+        model = GPTNeoXForCausalLM(cfg)
+    else:
+        raise ValueError(family)
+    model.eval()
+    return model, tok
+
+
+@pytest.fixture
+def random_model():
+    """Factory fixture: random_model('gpt2' | 'llama' | 'gpt_neox', n_layers=3, d_model=32, seed=0)."""
+    return build_random_model
+
+
+@pytest.fixture
+def random_model_dir(tmp_path):
+    """Factory: save a random model of `family` (+ tokenizer) to a directory and return the path."""
+
+    def make(family: str = "gpt2", **kw) -> Path:
+        model, tok = build_random_model(family, **kw)
+        out = tmp_path / f"{family}-model"
+        model.save_pretrained(out, safe_serialization=True)
+        tok.save_pretrained(out)
+        return out
+
+    return make
