@@ -12,6 +12,11 @@ import sys
 import click
 import typer
 
+try:  # typer >= 0.20 vendors its own click; its exceptions are not click's
+    from typer._click import exceptions as _typer_click
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _typer_click = None
+
 from kdel.errors import UserError
 
 app = typer.Typer(
@@ -44,6 +49,12 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _exc(name: str) -> tuple[type, ...]:
+    """The click exception class `name` from click and from typer's vendored copy."""
+    mods = [click.exceptions] + ([_typer_click] if _typer_click is not None else [])
+    return tuple({getattr(m, name) for m in mods if hasattr(m, name)})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (used by tests and by `run`)."""
     try:
@@ -51,17 +62,17 @@ def main(argv: list[str] | None = None) -> int:
         return int(result) if isinstance(result, int) else 0
     except UserError as e:
         return _fail(str(e), 2)
-    except click.exceptions.NoArgsIsHelpError as e:
-        click.echo(e.ctx.get_help() if e.ctx else str(e))
-        return 2
-    except click.UsageError as e:
-        hint = f" (see 'kdel {e.ctx.info_name if e.ctx and e.ctx.parent else ''} --help')".replace("  ", " ")
-        return _fail(f"{e.format_message()}{hint}", 2)
-    except click.exceptions.Abort:
+    except _exc("NoArgsIsHelpError"):
+        return 2  # the help text was already printed
+    except _exc("UsageError") as e:
+        ctx = getattr(e, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        return _fail(f"{e.format_message()}{where}", 2)
+    except _exc("Abort"):
         return _fail("aborted", 130)
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
+    except _exc("Exit") as e:
+        return int(getattr(e, "exit_code", 0) or 0)
+    except _exc("ClickException") as e:
         return _fail(e.format_message(), 2)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
