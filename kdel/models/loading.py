@@ -51,6 +51,10 @@ def load_model(model_dir: str | Path, device: str = "cpu", kg_hash: str | None =
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar on stderr: kdel prints its own progress
+    hf_logging.set_verbosity_error()
     path = check_model_dir(model_dir)
     check_kg_match(path, kg_hash)
     try:

@@ -1,0 +1,68 @@
+"""Trace files: `traces.jsonl` (one fact per line) + `traces.npz` (the maps) + optional heatmaps (DESIGN §5).
+
+npz keys are `<line index>/<component>/<metric>`; each array is [n_layers x n_positions] of raw metric values.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kdel.errors import UserError
+from kdel.io import atomic_write_bytes, atomic_write_text
+from kdel.trace.api import SITES, FactTrace, TraceConfig
+
+FORMAT = "kdel-trace/1"
+_SCALARS = ("fact_id", "tokens", "subject_positions", "last_subject", "last", "clean", "corrupted", "subject",
+            "target", "prompt", "corrupted_prompt", "target_token", "alt_token", "partner_fact_id",
+            "subject_popularity", "object_popularity", "notes")
+
+
+def _line(t: FactTrace) -> dict:
+    row = {"format": FORMAT, **{k: getattr(t, k) for k in _SCALARS}, "config": t.config.to_json()}
+    if "mlp" in t.patched and "prob" in t.patched["mlp"]:
+        row["peak_layer"] = {s: t.peak_layer(s, "mlp", "prob") for s in SITES}
+    return row
+
+
+def save_traces(traces: list[FactTrace], out_dir, plots: bool = False) -> None:
+    """Write the traces into `out_dir` (each file atomically)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = "".join(json.dumps(_line(t), sort_keys=True, ensure_ascii=False) + "\n" for t in traces)
+    arrays = {f"{i}/{c}/{m}": a for i, t in enumerate(traces) for c, ms in t.patched.items() for m, a in ms.items()}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(out / "traces.npz", buf.getvalue())
+    atomic_write_text(out / "traces.jsonl", lines)
+    if plots:
+        from kdel.trace.plots import save_heatmaps
+
+        for t in traces:
+            save_heatmaps(t, out / "heatmaps")
+
+
+def load_traces(out_dir) -> list[FactTrace]:
+    out = Path(out_dir)
+    jl, npz = out / "traces.jsonl", out / "traces.npz"
+    if not jl.is_file() or not npz.is_file():
+        raise UserError(f"{out} is not a trace directory (needs traces.jsonl and traces.npz)")
+    arrays = np.load(npz, allow_pickle=False)
+    traces = []
+    for i, line in enumerate(jl.read_text(encoding="utf-8").splitlines()):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{jl}:{i + 1}: not valid JSON ({e.msg})") from None
+        if row.get("format") != FORMAT:
+            raise UserError(f"{jl}:{i + 1}: unknown trace format {row.get('format')!r} (expected {FORMAT})")
+        config = TraceConfig.from_json(row["config"])
+        patched = {c: {m: np.asarray(arrays[f"{i}/{c}/{m}"]) for m in config.metrics} for c in config.components}
+        kw = {k: row[k] for k in _SCALARS if k in row}
+        traces.append(FactTrace(patched=patched, config=config, **kw))
+    return traces
