@@ -55,8 +55,21 @@ def _exc(name: str) -> tuple[type, ...]:
     return tuple({getattr(m, name) for m in mods if hasattr(m, name)})
 
 
+def _quiet_libraries() -> None:
+    """No third-party progress bars or warnings on stderr: kdel prints its own progress and one-line errors."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # kdel never downloads: models come from local directories
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (used by tests and by `run`)."""
+    _quiet_libraries()
     try:
         result = app(args=argv, prog_name="kdel", standalone_mode=False)
         return int(result) if isinstance(result, int) else 0
