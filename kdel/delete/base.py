@@ -55,6 +55,7 @@ class EditContext:
     table: FactTable
     cache_dir: Path | None = None  # where key statistics are cached (None = no disk cache)
     adapter: ModelAdapter | None = None
+    unrelated_pool: list[int] | None = None  # the audit's fixed `unrelated` sample: retain sets must avoid it
 
     def __post_init__(self):
         if self.adapter is None:

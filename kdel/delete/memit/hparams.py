@@ -1,0 +1,20 @@
+"""MEMIT hyperparameters, with defaults for the toy presets (see docs/readme/delete.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kdel.delete.hparams import require
+from kdel.delete.rome.hparams import RomeHparams
+
+
+@dataclass
+class MemitHparams(RomeHparams):
+    n_layers: int = 3  # window of layers around the central layer (clipped to the model)
+    update_weight: float = 1000.0  # λ of ΔW = R Kᵀ(λC + K Kᵀ)⁻¹: how strongly the corpus keys are preserved
+    clamp_factor: float = 0.75  # ||δ|| <= clamp_factor * ||z0|| (z0: the residual stream at the top layer)
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.n_layers >= 1, f"n_layers must be >= 1, got {self.n_layers}")
+        require(self.update_weight > 0, f"update_weight must be > 0, got {self.update_weight}")
