@@ -1,0 +1,193 @@
+"""Batched evaluation of one deletion case: probe-group damage, global accuracy, KL, efficacy, Hase scores.
+
+Cost model (DESIGN §10): the base model scores every prompt of every fact once per run/worker
+(`BaseScores`); after an edit, ONE batched pass (`forward_scores`) over the union of the case's prompts
+(every fact's canonical prompt for global accuracy and the probe groups, the target's training and
+held-out prompts, the new target's prompts) yields target scores and, from the same logits, the
+next-token distributions of the `unrelated` prompts for the KL.
+
+Probe prompts: a fact of a non-target group is probed with its canonical prompt (prompts[0]); the
+`target` group uses all of the fact's training prompts; `paraphrase` its held-out prompts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from kdel.models.scoring import Encoded, TargetScores, _auto_batch_size, _pad_batch, _pad_id, encode_prompt_target
+
+WRECK_THRESHOLD = 0.9  # §12 collateral bound: unrelated accuracy below this = the edit wrecked the model
+
+
+@torch.no_grad()
+def forward_scores(model, encoded: Sequence[Encoded], pad_id: int = 0, dist_rows: Sequence[int] = (),
+                   batch_size: int | None = None) -> tuple[TargetScores, dict[int, torch.Tensor]]:
+    """Score (prompt, target) pairs like `score_encoded`, vectorised per batch, and return the next-token
+    log-distribution at the last prompt position of each row in `dist_rows` (from the same forward)."""
+    n = len(encoded)
+    logprob = np.zeros(n, dtype=np.float64)
+    recalled = np.zeros(n, dtype=bool)
+    ft_lp = np.zeros(n, dtype=np.float64)
+    ft_rec = np.zeros(n, dtype=bool)
+    ft_rank = np.zeros(n, dtype=np.int64)
+    n_tok = np.array([len(t) for _, t in encoded], dtype=np.int64)
+    dists: dict[int, torch.Tensor] = {}
+    if n:
+        want = set(int(r) for r in dist_rows)
+        device = next(model.parameters()).device
+        lengths = [len(p) + len(t) for p, t in encoded]
+        order = np.argsort(lengths, kind="stable")
+        vocab = int(model.get_output_embeddings().weight.shape[0])
+        bs = batch_size or _auto_batch_size(max(lengths), vocab)
+        for start in range(0, n, bs):
+            rows = order[start: start + bs]
+            ids, mask = _pad_batch([encoded[r][0] + encoded[r][1] for r in rows], pad_id, device)
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            b_idx, p_idx, t_idx, seg, first = [], [], [], [], []
+            for j, r in enumerate(rows):
+                p, t = encoded[r]
+                first.append(len(t_idx))
+                for k, tid in enumerate(t):
+                    b_idx.append(j)
+                    p_idx.append(len(p) - 1 + k)
+                    t_idx.append(tid)
+                    seg.append(j)
+            lp = torch.log_softmax(logits[torch.tensor(b_idx, device=device), torch.tensor(p_idx, device=device)]
+                                   .float(), dim=-1)
+            tgt = torch.tensor(t_idx, device=device)
+            tok_lp = lp.gather(1, tgt[:, None])[:, 0]
+            miss = (lp.argmax(dim=-1) != tgt).to(torch.int64)
+            seg_t = torch.tensor(seg, device=device)
+            sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, seg_t, tok_lp.double())
+            misses = torch.zeros(len(rows), dtype=torch.int64, device=device).index_add_(0, seg_t, miss)
+            fi = torch.tensor(first, device=device)
+            first_lp = tok_lp[fi]
+            ranks = (lp[fi] > first_lp[:, None]).sum(dim=1)
+            sums, misses, first_lp, ranks = (x.cpu().numpy() for x in (sums, misses, first_lp, ranks))
+            first_miss = miss[fi].cpu().numpy()
+            for j, r in enumerate(rows):
+                logprob[r] = sums[j]
+                recalled[r] = misses[j] == 0
+                ft_lp[r] = first_lp[j]
+                ft_rec[r] = first_miss[j] == 0
+                ft_rank[r] = ranks[j]
+                if int(r) in want:
+                    dists[int(r)] = lp[first[j]].cpu()
+    scores = TargetScores(logprob=logprob, recalled=recalled, first_token_logprob=ft_lp,
+                          first_token_recalled=ft_rec, first_token_rank=ft_rank, n_target_tokens=n_tok)
+    return scores, dists
+
+
+class ProbeRows:
+    """Every (prompt, true object) row of every fact, encoded once: training prompts, then held-out ones."""
+
+    def __init__(self, tok, table):
+        self.encoded: list[Encoded] = []
+        self.train: list[list[int]] = []
+        self.para: list[list[int]] = []
+        for f in table.facts:
+            rows = []
+            for p in f.prompts:
+                rows.append(len(self.encoded))
+                self.encoded.append(encode_prompt_target(tok, p, f.target))
+            self.train.append(rows)
+            rows = []
+            for p in f.paraphrases:
+                rows.append(len(self.encoded))
+                self.encoded.append(encode_prompt_target(tok, p, f.target))
+            self.para.append(rows)
+        self.canonical = [rows[0] for rows in self.train]
+
+
+@dataclass
+class BaseScores:
+    """The unedited model's scores of every probe row, and the unrelated prompts' next-token distributions."""
+
+    rows: ProbeRows
+    scores: TargetScores
+    dists: dict[int, torch.Tensor]  # canonical row of an unrelated-pool fact -> log p(next token)
+    unrelated_pool: list[int]
+    pad_id: int
+
+    @classmethod
+    def compute(cls, model, tok, table, unrelated_pool: Sequence[int]) -> BaseScores:
+        rows = ProbeRows(tok, table)
+        pad = _pad_id(tok)
+        dist_rows = [rows.canonical[i] for i in unrelated_pool]
+        scores, dists = forward_scores(model, rows.encoded, pad, dist_rows)
+        return cls(rows, scores, dists, list(unrelated_pool), pad)
+
+    def canonical_recalled(self) -> np.ndarray:
+        return self.scores.recalled[self.rows.canonical]
+
+
+def _mean(x) -> float | None:
+    x = np.asarray(x, dtype=np.float64)
+    return float(x.mean()) if x.size else None
+
+
+def _clean(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def neighborhood_score(p_pre: np.ndarray, p_post: np.ndarray) -> np.ndarray:
+    """Hase et al.: 1 - |p_post - p_pre| / (0.5 + |p_pre - 0.5|) (1 = unchanged)."""
+    return 1.0 - np.abs(p_post - p_pre) / (0.5 + np.abs(p_pre - 0.5))
+
+
+def rewrite_score(p_pre, p_post):
+    """Hase et al.'s rewrite/paraphrase score for objectives that raise a probability: 1 - (1-p_post)/(1-p_pre)."""
+    p_pre = np.asarray(p_pre, dtype=np.float64)
+    p_post = np.asarray(p_post, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 - (1.0 - p_post) / (1.0 - p_pre)
+
+
+def erasure_score(p_pre, p_post):
+    """Hase et al.'s erasure score: max(0, (p_pre - p_post) / p_pre)."""
+    p_pre = np.asarray(p_pre, dtype=np.float64)
+    p_post = np.asarray(p_post, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.maximum(0.0, (p_pre - p_post) / p_pre)
+
+
+def group_metrics(before: TargetScores, after: TargetScores) -> dict:
+    """Metrics of one probe group from its rows' scores before and after (rows aligned)."""
+    n = len(before)
+    elig = before.recalled
+    k = int(elig.sum())
+    pb, pa = before.prob, after.prob
+    flipped = elig & ~after.recalled
+    gained = ~elig & after.recalled
+    return {
+        "n": n,
+        "n_recalled_before": k,
+        "acc_before": _mean(before.recalled),
+        "acc_after": _mean(after.recalled),
+        "acc_after_recalled": _mean(after.recalled[elig]),
+        "flip_rate": _mean(flipped[elig]),
+        "n_flipped": int(flipped.sum()),
+        "any_broke": bool(flipped.any()) if k else None,
+        "n_gained": int(gained.sum()),
+        "mean_logp_before": _mean(before.logprob[elig]),
+        "mean_logp_after": _mean(after.logprob[elig]),
+        "mean_p_before": _mean(pb[elig]),
+        "mean_p_after": _mean(pa[elig]),
+        "mean_p_drop": _mean((pb - pa)[elig]),
+        "hase_neighborhood": _mean(neighborhood_score(pb, pa)) if n else None,
+    }
+
+
+def kl_divergence(log_p: torch.Tensor, log_q: torch.Tensor) -> float:
+    """KL(p || q) in nats from two log-distributions."""
+    return float((log_p.double().exp() * (log_p.double() - log_q.double())).sum())
+
+
+def new_target_rows(tok, fact, new_target: str) -> list[Encoded]:
+    """The fact's training prompts then held-out prompts, with the NEW target (for rewriting objectives)."""
+    return [encode_prompt_target(tok, p, new_target) for p in list(fact.prompts) + list(fact.paraphrases)]

@@ -1,0 +1,129 @@
+"""`kdel audit`: sample deletion cases, apply each, measure side effects, revert; resumable (DESIGN §7-§9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kdel.errors import UserError
+
+
+def parse_list(value: str, flag: str) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not items:
+        raise UserError(f"{flag} is empty")
+    return items
+
+
+def parse_layers(value: str) -> str | tuple[int, ...]:
+    v = value.strip()
+    if v in ("auto", "all"):
+        return v
+    out = []
+    for part in parse_list(v, "--layers"):
+        try:
+            layer = int(part)
+        except ValueError:
+            raise UserError(f"--layers must be auto, all or a comma-separated list of layers, got {value!r}") from None
+        if layer < 0:
+            raise UserError(f"--layers: {layer} is not a layer index (>= 0)")
+        out.append(layer)
+    return tuple(out)
+
+
+def parse_hparams_file(path: Path | None, methods: tuple[str, ...]) -> dict[str, dict]:
+    """A YAML file of `method: {name: value}` sections, or one flat mapping when a single method is audited."""
+    if path is None:
+        return {}
+    from kdel.delete.hparams import read_yaml_mapping
+
+    data = read_yaml_mapping(path)
+    if data and all(isinstance(v, dict) for v in data.values()):
+        for m in data:
+            if m not in methods:
+                raise UserError(f"{path}: section {m!r} is not one of the audited methods ({', '.join(methods)})")
+        return {m: dict(v) for m, v in data.items()}
+    if len(methods) != 1:
+        raise UserError(f"{path}: with several methods, give one section per method (e.g. 'rome: {{...}}')")
+    return {methods[0]: dict(data)}
+
+
+def audit_command(
+    model: Path = typer.Option(..., "--model", help="Model directory (trained by kdel, or any local HF causal LM)."),
+    out: Path = typer.Option(..., "--out", help="Audit directory (cases/, summary.json); a rerun resumes it."),
+    kg: Optional[Path] = typer.Option(None, "--kg", help="KG bundle directory (exclusive with --facts)."),
+    facts: Optional[Path] = typer.Option(None, "--facts", help="Facts file, JSON lines (exclusive with --kg)."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="With --facts: text for key statistics."),
+    methods: str = typer.Option("rome", "--methods", help="Comma-separated deletion methods."),
+    objective: str = typer.Option("erase", "--objective", help="erase | replace | unknown | ..."),
+    sites: str = typer.Option("subject_last", "--sites", help="Edit sites: subject_last and/or last."),
+    layers: str = typer.Option("auto", "--layers", help="auto (traced MLP peak), all, or L,L,..."),
+    per_bin: int = typer.Option(2, "--per-bin", help="Deletion targets per popularity bin."),
+    bins: int = typer.Option(5, "--bins", help="Popularity bins (rank quantiles)."),
+    stratify: str = typer.Option("subject", "--stratify", help="Bin by the popularity of the subject or object."),
+    unrelated: int = typer.Option(100, "--unrelated", help="Size of the run's fixed unrelated sample."),
+    traces: Optional[Path] = typer.Option(None, "--traces", help="Reuse a `kdel trace` run for --layers auto."),
+    hparams: Optional[Path] = typer.Option(None, "--hparams", help="YAML hyperparameters (sections per method)."),
+    no_tracing_effect: bool = typer.Option(False, "--no-tracing-effect", help="Skip Hase's window-5 traces."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes (each loads the model once)."),
+    backend: str = typer.Option("local", "--backend", help="local | ray (optional extra)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for sampling, new targets and methods."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    threads: int = typer.Option(1, "--threads", help="Torch CPU threads per process."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Audit deletions: per case apply, measure probe-group damage, revert; then summary statistics."""
+    from kdel.audit.cases import AuditConfig
+    from kdel.audit.runner import _check_backend
+    from kdel.runtime import resolve_device, seed_everything, set_threads
+
+    set_threads(threads)
+    device = resolve_device(device)
+    if seed < 0:
+        raise UserError(f"--seed must be >= 0, got {seed}")
+    if (kg is None) == (facts is None):
+        raise UserError("give exactly one of --kg DIR (a kdel KG bundle) or --facts FILE.jsonl")
+    if corpus is not None and facts is None:
+        raise UserError("--corpus goes with --facts (a KG bundle has its own corpus)")
+    if traces is not None and not traces.is_dir():
+        raise UserError(f"--traces {traces} is not a directory")
+    method_list = parse_list(methods, "--methods")
+    config = AuditConfig(
+        methods=method_list, objective=objective, sites=parse_list(sites, "--sites"), layers=parse_layers(layers),
+        per_bin=per_bin, n_bins=bins, stratify=stratify, unrelated_size=unrelated, seed=seed,
+        hparams=parse_hparams_file(hparams, method_list), traces_dir=str(traces) if traces else None,
+        tracing_effect=not no_tracing_effect,
+    )
+    config.validate()
+    _check_backend(backend, workers)
+    from kdel.audit.runner import run_audit
+    from kdel.facts import load_fact_table
+    from kdel.models.loading import check_model_dir
+
+    check_model_dir(model)
+    _quiet_transformers()
+    table = load_fact_table(kg=kg, facts=facts, corpus=corpus)
+    seed_everything(seed)
+    summary = run_audit(model, table, out, config, workers=workers, backend=backend, progress=not quiet,
+                        device=device, threads=threads)
+    typer.echo(
+        f"{summary['n_cases']} cases ({summary['n_success']} successful, {summary['n_failed']} failed, "
+        f"{summary['n_error']} errors, {summary['n_wrecked']} wrecked the model); "
+        f"{summary['timing']['cases_run']} run now -> {out / 'summary.json'}"
+    )
+
+
+def _quiet_transformers() -> None:
+    """Our progress bar counts cases; transformers' per-load weight bars (one per worker) would drown it."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
+
+
+def register(app: typer.Typer) -> None:
+    app.command("audit")(audit_command)

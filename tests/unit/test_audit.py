@@ -1,0 +1,207 @@
+"""The audit engine on the tiny trained model, with a tiny ablation method (tests/unit/test_audit_support.py)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import tests.unit.test_audit_support  # noqa: F401  (registers "toy-ablate")
+from kdel.audit import AuditConfig, result_view, run_audit, validate_case
+from kdel.audit.cases import build_cases, case_id_for, sample_targets, trace_targets
+from kdel.audit.evaluate import (
+    BaseScores,
+    erasure_score,
+    forward_scores,
+    group_metrics,
+    neighborhood_score,
+    rewrite_score,
+)
+from kdel.audit.schema import CaseSchemaError
+from kdel.errors import UserError
+from kdel.facts import FactTable, export_kg_facts
+from kdel.models.scoring import TargetScores, next_token_logprobs, score_encoded
+
+
+def small_config(**kw) -> AuditConfig:
+    base = dict(methods=("toy-ablate",), sites=("subject_last", "last"), layers=(1, 2), per_bin=1, n_bins=3,
+                unrelated_size=40, seed=0, verify_revert="full")
+    base.update(kw)
+    return AuditConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def loaded(trained_model_dir, tiny_kg):
+    from kdel.models.loading import load_model
+
+    model, tok = load_model(trained_model_dir)
+    return model, tok, FactTable.from_kg(tiny_kg)
+
+
+@pytest.fixture(scope="module")
+def audit_run(trained_model_dir, tiny_kg, tmp_path_factory):
+    out = tmp_path_factory.mktemp("audit") / "run"
+    table = FactTable.from_kg(tiny_kg)
+    summary = run_audit(trained_model_dir, table, out, small_config(), progress=False)
+    return out, summary, table
+
+
+def _cases(out) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((out / "cases").glob("*.json"))}
+
+
+def test_forward_scores_equal_score_encoded_and_next_token(loaded):
+    model, tok, table = loaded
+    base = BaseScores.compute(model, tok, table, table.unrelated_sample(20, 0))
+    ref = score_encoded(model, base.rows.encoded, base.pad_id)
+    np.testing.assert_allclose(base.scores.logprob, ref.logprob, atol=1e-5)
+    assert (base.scores.recalled == ref.recalled).all()
+    assert (base.scores.first_token_rank == ref.first_token_rank).all()
+    assert (base.scores.first_token_recalled == ref.first_token_recalled).all()
+    prompts = [table.facts[i].prompt for i in base.unrelated_pool]
+    nt = next_token_logprobs(model, tok, prompts)
+    got = torch.stack([base.dists[base.rows.canonical[i]] for i in base.unrelated_pool])
+    torch.testing.assert_close(got, nt, atol=1e-5, rtol=0)
+    assert base.canonical_recalled().mean() > 0.9  # the trained model knows its facts
+
+
+def test_case_list_is_deterministic_and_stratified(loaded):
+    model, tok, table = loaded
+    base = BaseScores.compute(model, tok, table, [])
+    cfg = small_config(per_bin=2, n_bins=3, tracing_effect=False)
+    t1 = sample_targets(table, base.canonical_recalled(), cfg)
+    t2 = sample_targets(table, base.canonical_recalled(), cfg)
+    assert t1 == t2 and len(t1) == 6 and len(set(t1)) == 6
+    bins = table.subject_bins(3)
+    assert sorted(bins[i] for i in t1) == [0, 0, 1, 1, 2, 2]
+    assert all(base.canonical_recalled()[i] for i in t1)
+    other = sample_targets(table, base.canonical_recalled(), small_config(per_bin=2, n_bins=3, seed=1))
+    assert other != t1
+    traces = trace_targets(model, tok, table, t1, cfg, 4, need_peaks=False)
+    specs = build_cases(table, t1, traces, cfg, 4)
+    assert len(specs) == 6 * 2 * 2 and len({s.case_id for s in specs}) == len(specs)
+    s = specs[0]
+    assert s.case_id == case_id_for(s.fact_ids, s.method, s.objective, s.layer, s.site, s.hparams, s.seed)
+    assert case_id_for(s.fact_ids, s.method, s.objective, s.layer, s.site, {"k": 1}, s.seed) != s.case_id
+    with pytest.raises(UserError, match="out of range"):
+        build_cases(table, t1, traces, small_config(layers=(9,)), 4)
+
+
+def test_layers_auto_uses_traced_peak_per_site(loaded):
+    model, tok, table = loaded
+    cfg = small_config(layers="auto", tracing_effect=True, noise_samples=3)
+    traces = trace_targets(model, tok, table, [0, 5], cfg, 4, need_peaks=True)
+    specs = build_cases(table, [0, 5], traces, cfg, 4)
+    assert len(specs) == 4
+    for s in specs:
+        assert s.layer == s.peak_layers[s.site] and s.layer_source == "auto"
+        assert s.tracing_effect is not None and s.tracing_effect >= 0
+
+
+def test_group_metrics_and_hase_scores_by_hand():
+    def ts(recalled, p):
+        p = np.asarray(p, dtype=float)
+        n = len(p)
+        return TargetScores(np.log(p), np.asarray(recalled), np.log(p), np.asarray(recalled), np.zeros(n, int),
+                            np.ones(n, int))
+
+    before = ts([True, True, False, True], [0.9, 0.8, 0.1, 0.6])
+    after = ts([False, True, True, True], [0.2, 0.7, 0.5, 0.6])
+    g = group_metrics(before, after)
+    assert g["n"] == 4 and g["n_recalled_before"] == 3
+    assert g["flip_rate"] == pytest.approx(1 / 3) and g["any_broke"] is True and g["n_gained"] == 1
+    assert g["mean_p_drop"] == pytest.approx((0.7 + 0.1 + 0.0) / 3)
+    assert g["acc_before"] == 0.75 and g["acc_after"] == 0.75 and g["acc_after_recalled"] == pytest.approx(2 / 3)
+    assert erasure_score([0.8], [0.2])[0] == pytest.approx(0.75)
+    assert erasure_score([0.8], [0.9])[0] == 0.0
+    assert rewrite_score([0.2], [0.6])[0] == pytest.approx(0.5)
+    assert neighborhood_score(np.array([0.9]), np.array([0.5]))[0] == pytest.approx(1 - 0.4 / 0.9)
+    none = group_metrics(ts([False], [0.1]), ts([False], [0.1]))
+    assert none["any_broke"] is None and none["flip_rate"] is None
+
+
+def test_audit_writes_valid_cases_and_summary(audit_run):
+    out, summary, table = audit_run
+    cases = _cases(out)
+    assert len(cases) == summary["n_cases"] == 3 * 2 * 2
+    assert (out / "audit_config.json").exists() and (out / "summary.json").exists()
+    for cid, c in cases.items():
+        validate_case(c, cid)
+        assert c["status"] == "ok" and c["revert_verified"]
+        f = table.fact(c["fact"]["id"])
+        assert c["groups"]["target"]["n"] == len(f.prompts)
+        assert c["groups"]["same_subject"]["n"] == len(table.probe_groups(f.id)["same_subject"])
+        assert c["delta_norm"] > 0
+        assert c["global"]["n"] == len(table)
+        assert c["trace"]["tracing_effect"] is not None
+        assert c["edit"]["layers"] == [c["spec"]["layer"]]
+        assert "seconds" not in c["edit"] and c["timing"]["total_s"] > 0
+    assert summary["n_success"] + summary["n_failed"] == summary["n_ok"] == len(cases)
+    assert summary["cells"] and summary["correlations"] and summary["regressions"]
+    assert json.loads((out / "summary.json").read_text())["case_ids"] == summary["case_ids"]
+
+
+def test_rerun_skips_finished_cases_and_recomputes_corrupted_ones(audit_run, trained_model_dir):
+    out, summary, table = audit_run
+    before = _cases(out)
+    paths = sorted((out / "cases").glob("*.json"))
+    stamps = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in paths}
+    bad = paths[0]
+    bad.write_text(bad.read_text()[:200])  # truncated by a crash
+    with pytest.warns(UserWarning, match="invalid"):
+        again = run_audit(trained_model_dir, table, out, small_config(), progress=False)
+    after = _cases(out)
+    for p in paths[1:]:
+        assert (p.stat().st_ino, p.stat().st_mtime_ns) == stamps[p.name]
+    assert result_view(after[bad.stem]) == result_view(before[bad.stem])
+    assert again["timing"]["cases_run"] == 1
+    strip = lambda s: {k: v for k, v in s.items() if k != "timing"}  # noqa: E731
+    assert strip(again) == strip(summary)
+
+
+def test_case_file_schema_rejects_damage(audit_run):
+    out, _, _ = audit_run
+    cid, case = next(iter(_cases(out).items()))
+    validate_case(case, cid)
+    for damage in (lambda d: d.pop("groups"), lambda d: d.update(format="kdel-case/0"),
+                   lambda d: d["groups"]["target"].pop("flip_rate"), lambda d: d.update(success="yes")):
+        d = json.loads(json.dumps(case))
+        damage(d)
+        with pytest.raises(CaseSchemaError):
+            validate_case(d, cid)
+    with pytest.raises(CaseSchemaError, match="file name"):
+        validate_case(case, "0" * 16)
+
+
+def test_facts_file_gives_the_same_cases_as_the_kg(audit_run, tiny_kg, trained_model_dir, tmp_path):
+    out, _, _ = audit_run
+    facts = tmp_path / "facts.jsonl"
+    export_kg_facts(tiny_kg, facts)
+    table = FactTable.from_jsonl(facts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_audit(trained_model_dir, table, tmp_path / "via-facts", small_config(), progress=False)
+    kg_cases = {k: result_view(v) for k, v in _cases(out).items()}
+    facts_cases = {k: result_view(v) for k, v in _cases(tmp_path / "via-facts").items()}
+    assert facts_cases.keys() == kg_cases.keys()
+    for k in kg_cases:
+        assert facts_cases[k] == kg_cases[k]
+
+
+def test_out_dir_of_another_model_is_refused(audit_run, tmp_path, random_model_dir):
+    out, _, table = audit_run
+    other = random_model_dir("gpt2")
+    with pytest.raises(UserError, match="another model"):
+        run_audit(other, table, out, small_config(), progress=False)
+
+
+def test_config_validation_messages():
+    for kw, msg in ((dict(methods=("nope",)), "unknown method"), (dict(per_bin=0), "per-bin"),
+                    (dict(layers="some"), "--layers"), (dict(sites=("mid",)), "site"),
+                    (dict(objective="forget"), "objective"), (dict(hparams={"toy-ablate": {"zz": 1}}), "zz"),
+                    (dict(hparams={"rome": {}}), "not in --methods")):
+        with pytest.raises(UserError, match=msg):
+            small_config(**kw).validate()
