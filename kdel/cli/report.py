@@ -1,0 +1,46 @@
+"""`kdel report AUDIT`: re-render report.html and plots/ from the case files (DESIGN §7, §8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def report_command(
+    audit: Path = typer.Argument(..., help="Audit directory (with cases/), or a pipeline run (RUN/<graph>/audit)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report file (default: AUDIT/report.html)."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Plot folder (default: plots/ beside the report)."),
+    strict: bool = typer.Option(False, "--strict", help="A truncated or invalid case file is an error (exit 2)."),
+    title: str = typer.Option("kdel deletion audit", "--title", help="The report's title."),
+    seed: int = typer.Option(0, "--seed", help="Unused (accepted for uniformity; bootstrap seeds come from the audit)."),
+    device: str = typer.Option("cpu", "--device", help="Unused (accepted for uniformity)."),
+    threads: int = typer.Option(1, "--threads", help="CPU threads."),
+) -> None:
+    """Re-compute the summary from the case files and write a self-contained report.html with its plots.
+
+    A truncated or corrupted case file is named in a one-line warning and left out of every number
+    (listed in the report too); with --strict it is an error (exit 2).
+    """
+    from kdel.errors import UserError
+    from kdel.report.html import render_report
+    from kdel.runtime import set_threads
+
+    set_threads(threads)
+    if seed < 0:
+        raise UserError(f"--seed must be >= 0, got {seed}")
+    if not audit.is_dir():
+        raise UserError(f"{audit} is not a directory (expected an audit directory with cases/)")
+    out_html = out if out is not None else audit / "report.html"
+    if out_html.exists() and out_html.is_dir():
+        raise UserError(f"--out {out_html} is a directory: give a file name such as report.html")
+    res = render_report(audit, out_html, plots_dir=plots, strict=strict, title=title)
+    n = sum(len(a.cases) for a in res.audits)
+    skipped = f", {len(res.skipped)} invalid file(s) skipped" if res.skipped else ""
+    typer.echo(f"report of {n} cases ({', '.join(a.label for a in res.audits)}{skipped}), "
+               f"{len(res.plots)} plots -> {out_html}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report_command)

@@ -1,0 +1,312 @@
+"""`run_pipeline`: generate → train → trace → audit → report, per graph (BA, ER), resumable.
+
+RUN layout:
+  RUN/pipeline.json            the preset, seed and per-stage status/timings (written after every stage)
+  RUN/<graph>/kg/              synth_kg bundle           (done when kg.json loads)
+  RUN/<graph>/model/           trained tiny GPT-2        (done when config.json, weights, train_report.json exist)
+  RUN/<graph>/traces/          causal traces of a few facts, spread over popularity (done when both files exist)
+  RUN/<graph>/audit/           the audit (cases/, summary.json); resumes finished cases
+  RUN/cases/<graph>/<id>.json  copies of the audit's case files (the per-graph audit stays the source)
+  RUN/summary.json             per-graph summaries re-computed from the cases + the run's timings
+  RUN/report.html, RUN/plots/  the report over both graphs (BA and ER side by side)
+Every stage writes its output atomically (a staging directory, then a rename), so a killed run leaves
+finished stages intact and a rerun skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kdel.errors import UserError
+from kdel.io import atomic_write_json
+from kdel.pipeline.presets import PipelinePreset
+
+RUN_FORMAT = "kdel-run/1"
+STAGES = ("kg", "model", "traces", "audit")
+
+
+@dataclass
+class PipelineOptions:
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 1
+    workers: int = 1
+    progress: bool = True
+
+
+@dataclass
+class PipelineResult:
+    out: Path
+    report: Path
+    summary: Path
+    stages: list[dict] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+class _Console:
+    """Stage headers on stderr (rich when available); each stage shows its own tqdm progress bar."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        try:
+            from rich.console import Console
+
+            self._rich = Console(stderr=True, highlight=False)
+        except ImportError:  # pragma: no cover - rich is a dependency
+            self._rich = None
+
+    def print(self, text: str, plain: str | None = None) -> None:
+        if not self.enabled:
+            return
+        if self._rich is not None:
+            self._rich.print(text)
+        else:
+            print(plain or text, file=sys.stderr)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        return d if isinstance(d, dict) else None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+# -- stage checks: is the output there and whole? -----------------------------------------------------
+def kg_done(d: Path) -> bool:
+    if not (d / "kg.json").exists():
+        return False
+    try:
+        from synth_kg import KnowledgeGraph
+
+        KnowledgeGraph.load(d)
+        return True
+    except Exception:  # noqa: BLE001 - a bundle that does not load is not done
+        return False
+
+
+def model_done(d: Path) -> bool:
+    return (d / "config.json").exists() and any(d.glob("*.safetensors")) and _read_json(d / "train_report.json") is not None
+
+
+def traces_done(d: Path) -> bool:
+    return (d / "traces.jsonl").exists() and (d / "traces.npz").exists()
+
+
+def audit_done(d: Path) -> bool:
+    """Every planned case has a valid file and summary.json exists."""
+    from kdel.audit.schema import CaseSchemaError
+    from kdel.report.data import read_case_file
+
+    cfg = _read_json(d / "audit_config.json")
+    if cfg is None or _read_json(d / "summary.json") is None:
+        return False
+    for cid in cfg.get("case_ids", []):
+        try:
+            read_case_file(d / "cases" / f"{cid}.json")
+        except (OSError, CaseSchemaError):
+            return False
+    return True
+
+
+# -- stages ------------------------------------------------------------------------------------------
+def stage_kg(preset: PipelinePreset, topology: str, out: Path, seed: int) -> None:
+    from synth_kg import KGConfig, generate
+
+    cfg = KGConfig(topology=topology, entities=preset.entities, relations=preset.relations, seed=seed,
+                   ba_m=preset.ba_m)
+    cfg.validate()
+    generate(cfg).save(out)
+
+
+def stage_model(preset: PipelinePreset, kg_dir: Path, out: Path, opts: PipelineOptions) -> None:
+    from kdel.train import TrainConfig, train_model
+
+    rep = train_model(kg_dir, out, TrainConfig(preset=preset.model_preset, seed=opts.seed, device=opts.device,
+                                               threads=opts.threads, target_recall=preset.target_recall,
+                                               max_steps=preset.max_steps), progress=opts.progress)
+    if not getattr(rep, "reached_target", True):
+        print(f"kdel: warning: {out} stopped at the step cap below the target recall {preset.target_recall}",
+              file=sys.stderr)
+
+
+def spread_by_popularity(facts: list, n: int) -> list:
+    """`n` facts evenly spaced in subject popularity (both extremes included), in id order."""
+    if n >= len(facts):
+        return list(facts)
+    ranked = sorted(facts, key=lambda f: (f.subject_popularity, f.id))
+    idx = sorted({round(i * (len(ranked) - 1) / max(1, n - 1)) for i in range(n)})
+    return sorted((ranked[i] for i in idx), key=lambda f: f.id)
+
+
+def stage_traces(preset: PipelinePreset, kg_dir: Path, model_dir: Path, out: Path, opts: PipelineOptions) -> None:
+    import warnings
+
+    from kdel.facts import load_fact_table
+    from kdel.io import replace_directory, staging_dir_for
+    from kdel.models.loading import load_model
+    from kdel.trace import TraceConfig, known_mask, save_traces, trace_facts
+
+    table = load_fact_table(kg=kg_dir)
+    model, tok = load_model(model_dir, opts.device, kg_hash=table.source_hash)
+    facts = list(table.facts)
+    known = known_mask(model, tok, facts)
+    chosen = spread_by_popularity([f for f, k in zip(facts, known) if k], preset.trace_limit)
+    config = TraceConfig(corruption="gn", direction="denoise", components=preset.trace_components,
+                         metrics=("prob", "logit_diff"), window=1, noise_samples=preset.noise_samples, seed=opts.seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traces = trace_facts(model, tok, chosen, table, config, progress=opts.progress)
+    staging = staging_dir_for(out)
+    save_traces(traces, staging)
+    atomic_write_json(staging / "summary.json", {"format": "kdel-trace-summary/1", "model": str(model_dir),
+                                                 "source": "kg", "source_hash": table.source_hash,
+                                                 "config": config.to_json(), "n_traced": len(traces)})
+    replace_directory(staging, out)
+
+
+def stage_audit(preset: PipelinePreset, kg_dir: Path, model_dir: Path, traces_dir: Path | None, out: Path,
+                opts: PipelineOptions) -> None:
+    from kdel.audit.cases import AuditConfig
+    from kdel.audit.runner import run_audit
+    from kdel.facts import load_fact_table
+
+    config = AuditConfig(methods=preset.methods, objective=preset.objective, sites=preset.sites,
+                         layers=preset.layers, per_bin=preset.per_bin, n_bins=preset.n_bins,
+                         unrelated_size=preset.unrelated_size, seed=opts.seed,
+                         traces_dir=str(traces_dir.resolve()) if traces_dir else None,
+                         tracing_effect=preset.tracing_effect, noise_samples=preset.noise_samples)
+    config.validate()
+    table = load_fact_table(kg=kg_dir)
+    run_audit(model_dir, table, out, config, workers=opts.workers, progress=opts.progress, device=opts.device,
+              threads=opts.threads)
+
+
+def sync_cases(audit_dir: Path, dest: Path) -> int:
+    """Copy the audit's case files to RUN/cases/<graph>/ (only new or changed ones); returns how many."""
+    dest.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for src in sorted((audit_dir / "cases").glob("*.json")):
+        tgt = dest / src.name
+        if tgt.exists() and tgt.stat().st_size == src.stat().st_size and tgt.read_bytes() == src.read_bytes():
+            continue
+        tmp = dest / f".{src.name}.tmp"
+        shutil.copyfile(src, tmp)
+        tmp.replace(tgt)
+        n += 1
+    return n
+
+
+# -- the whole chain ----------------------------------------------------------------------------------
+def _check_run_dir(out: Path, identity: dict) -> dict:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    state = _read_json(out / "pipeline.json")
+    if state is not None:
+        old = state.get("identity")
+        if old is not None and old != identity:
+            diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            raise UserError(f"{out} holds a run with other settings ({', '.join(diff)} differ): use a fresh --out "
+                            "or the same preset, seed and overrides")
+    return state or {}
+
+
+def run_pipeline(out, preset: PipelinePreset, opts: PipelineOptions | None = None) -> PipelineResult:
+    """Run (or resume) the whole chain into `out`; returns where the report and summary are."""
+    from kdel.runtime import resolve_device, seed_everything, set_threads
+
+    opts = opts or PipelineOptions()
+    preset.validate()
+    if opts.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {opts.workers}")
+    set_threads(opts.threads)
+    opts.device = resolve_device(opts.device)
+    seed_everything(opts.seed)
+    out = Path(out)
+    identity = {"preset": preset.to_json(), "seed": opts.seed}
+    state = _check_run_dir(out, identity)
+    out.mkdir(parents=True, exist_ok=True)
+    con = _Console(opts.progress)
+    t_all = time.perf_counter()
+    stages: list[dict] = []
+    previous = {(s["graph"], s["stage"]): s for s in state.get("stages", [])}
+
+    def save_state(extra: dict | None = None) -> None:
+        atomic_write_json(out / "pipeline.json", {"format": RUN_FORMAT, "identity": identity, "stages": stages,
+                                                  **(extra or {})})
+
+    n_total = len(preset.graphs) * len(STAGES) + 1
+    step = 0
+    for graph in preset.graphs:
+        gdir = out / graph
+        kg_dir, model_dir, traces_dir, audit_dir = (gdir / "kg", gdir / "model", gdir / "traces", gdir / "audit")
+        plan = [
+            ("kg", kg_dir, kg_done, lambda: stage_kg(preset, graph, kg_dir, opts.seed)),
+            ("model", model_dir, model_done, lambda: stage_model(preset, kg_dir, model_dir, opts)),
+            ("traces", traces_dir, traces_done,
+             (lambda: stage_traces(preset, kg_dir, model_dir, traces_dir, opts)) if preset.trace_limit else None),
+            ("audit", audit_dir, audit_done,
+             lambda: stage_audit(preset, kg_dir, model_dir, traces_dir if preset.trace_limit else None, audit_dir,
+                                 opts)),
+        ]
+        for name, path, done, fn in plan:
+            step += 1
+            head = f"[{step}/{n_total}] {graph.upper()} {name}"
+            if fn is None:
+                stages.append({"graph": graph, "stage": name, "status": "off", "seconds": 0.0})
+                continue
+            if done(path):
+                prev = previous.get((graph, name), {})
+                con.print(f"[bold]{head}[/bold]: [green]done already[/green] ({path})", f"{head}: done already")
+                stages.append({"graph": graph, "stage": name, "status": "skipped",
+                               "seconds": prev.get("seconds", 0.0) if prev.get("status") == "ran" else
+                               prev.get("seconds", 0.0)})
+                continue
+            con.print(f"[bold]{head}[/bold] → {path}", f"{head} -> {path}")
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            con.print(f"    [green]ok[/green] in {dt:.1f} s", f"    ok in {dt:.1f} s")
+            stages.append({"graph": graph, "stage": name, "status": "ran", "seconds": dt})
+            save_state()
+        sync_cases(audit_dir, out / "cases" / graph)
+
+    step += 1
+    con.print(f"[bold][{step}/{n_total}] report[/bold] → {out / 'report.html'}", f"[{step}/{n_total}] report")
+    t0 = time.perf_counter()
+    summary_path = write_report(out, preset)
+    dt = time.perf_counter() - t0
+    stages.append({"graph": None, "stage": "report", "status": "ran", "seconds": dt})
+    wall = time.perf_counter() - t_all
+    save_state({"wall_s_last_invocation": wall})
+    con.print(f"    [green]ok[/green] in {dt:.1f} s; whole run {wall:.1f} s", f"    ok; whole run {wall:.1f} s")
+    return PipelineResult(out, out / "report.html", summary_path, stages, wall)
+
+
+def write_report(out: Path, preset: PipelinePreset) -> Path:
+    """RUN/report.html + RUN/plots/ over every graph, and RUN/summary.json (summaries re-computed from cases)."""
+    from kdel.report.html import render_report
+
+    sources = {g.upper(): out / g / "audit" for g in preset.graphs}
+    res = render_report(sources, out / "report.html", plots_dir=out / "plots",
+                        title=f"kdel pipeline ({preset.name} preset): deletion audit, "
+                              f"{' vs '.join(g.upper() for g in preset.graphs)}")
+    state = _read_json(out / "pipeline.json") or {}
+    summary = {
+        "format": "kdel-run-summary/1",
+        "preset": preset.to_json(),
+        "seed": (state.get("identity") or {}).get("seed"),
+        "graphs": {a.label.lower(): {"audit_dir": str(a.audit_dir.relative_to(out)), "kg": a.kg, "model": a.model,
+                                     "skipped_files": [str(s.path) for s in a.skipped], "summary": a.summary}
+                   for a in res.audits},
+        "report": "report.html",
+        "plots": [str(p.path.relative_to(out)) for p in res.plots],
+        "stages": state.get("stages", []),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return out / "summary.json"
