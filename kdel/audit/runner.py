@@ -128,7 +128,7 @@ def run_audit(model_dir, table, out_dir, config: AuditConfig, workers: int = 1, 
     """Run (or resume) an audit; returns the summary (also written to OUT/summary.json)."""
     from kdel.audit.evaluate import BaseScores
     from kdel.audit.summary import summarize
-    from kdel.models.loading import load_model
+    from kdel.models.loading import load_model_for_table
 
     config.validate()
     _check_backend(backend, workers)
@@ -136,9 +136,7 @@ def run_audit(model_dir, table, out_dir, config: AuditConfig, workers: int = 1, 
     identity = _identity(model_dir, table)
     _check_out_dir(out, identity)
     out.mkdir(parents=True, exist_ok=True)
-    kg_hash = table.source_hash if table.source == "kg" else None
-    model, tok = load_model(model_dir, device, kg_hash=kg_hash)
-    table.check_encodable(tok)
+    model, tok = load_model_for_table(model_dir, table, device)
     pool = table.unrelated_sample(config.unrelated_size, config.seed)
     base = BaseScores.compute(model, tok, table, pool)
     specs = plan_audit(model, tok, table, config, base, out, identity, progress=progress)

@@ -34,7 +34,7 @@ def setup_worker(model_dir, table, config: AuditConfig, out: Path, device: str, 
     """Load the model and the base scores in this process; return a ready CaseExecutor."""
     from kdel.audit.evaluate import BaseScores
     from kdel.audit.execute import CaseExecutor
-    from kdel.models.loading import load_model
+    from kdel.models.loading import load_model_for_table
     from kdel.runtime import set_threads
 
     set_threads(threads)
@@ -46,8 +46,7 @@ def setup_worker(model_dir, table, config: AuditConfig, out: Path, device: str, 
         pass
     for mod in modules:
         importlib.import_module(mod)
-    kg_hash = table.source_hash if table.source == "kg" else None
-    model, tok = load_model(model_dir, device, kg_hash=kg_hash)
+    model, tok = load_model_for_table(model_dir, table, device)
     pool = table.unrelated_sample(config.unrelated_size, config.seed)
     base = BaseScores.compute(model, tok, table, pool)
     return CaseExecutor(model, tok, table, config, base, cache_dir=Path(out) / "cache", worker_index=index,

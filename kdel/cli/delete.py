@@ -88,7 +88,7 @@ def delete_command(
     from kdel.delete.sequential import apply_sequential, split_request
     from kdel.facts import load_fact_table
     from kdel.io import atomic_write_json, replace_directory, staging_dir_for
-    from kdel.models.loading import MODEL_META, check_model_dir, load_model
+    from kdel.models.loading import MODEL_META, check_model_dir, load_model_for_table
     from kdel.models.scoring import unencodable_reason
     from kdel.runtime import resolve_device, seed_everything, set_threads
 
@@ -118,7 +118,7 @@ def delete_command(
             raise UserError(f"--target {given!r} cannot be used: {why}")
     new_targets = new_targets_for(objective, chosen, table, [given] if given else None, seed)
 
-    lm, tok = load_model(model, dev, kg_hash=table.source_hash if table.source == "kg" else None)
+    lm, tok = load_model_for_table(model, table, dev)
     if given is not None:
         why = unencodable_reason(tok, given)
         if why:

@@ -39,7 +39,7 @@ def trace(
     from kdel.errors import UserError
     from kdel.facts import load_fact_table
     from kdel.io import atomic_write_json, replace_directory, staging_dir_for
-    from kdel.models.loading import load_model
+    from kdel.models.loading import load_model_for_table
     from kdel.runtime import resolve_device, seed_everything, set_threads
     from kdel.trace import TraceConfig, save_traces, trace_facts
     from kdel.trace.metrics import METRICS
@@ -62,7 +62,7 @@ def trace(
     chosen = [table.fact(i) for i in dict.fromkeys(fact)] if fact else list(table.facts)
     if limit is not None:
         chosen = chosen[:limit]
-    m, tok = load_model(model, dev, kg_hash=table.source_hash if table.source == "kg" else None)
+    m, tok = load_model_for_table(model, table, dev)
     skipped: list[int] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # reported below, in one line

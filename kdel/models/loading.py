@@ -72,3 +72,12 @@ def load_model(model_dir: str | Path, device: str = "cpu", kg_hash: str | None =
     for p in model.parameters():
         p.requires_grad_(False)
     return model, tokenizer
+
+
+def load_model_for_table(model_dir: str | Path, table, device: str = "cpu", dtype=None):
+    """Load a model to run on a FactTable: refuses a model trained on another KG, and facts whose target the
+    tokenizer cannot encode (one clear line each)."""
+    kg_hash = table.source_hash if table.source == "kg" else None
+    model, tokenizer = load_model(model_dir, device, kg_hash=kg_hash, dtype=dtype)
+    table.check_encodable(tokenizer)
+    return model, tokenizer

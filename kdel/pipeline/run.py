@@ -149,11 +149,11 @@ def stage_traces(preset: PipelinePreset, kg_dir: Path, model_dir: Path, out: Pat
 
     from kdel.facts import load_fact_table
     from kdel.io import replace_directory, staging_dir_for
-    from kdel.models.loading import load_model
+    from kdel.models.loading import load_model_for_table
     from kdel.trace import TraceConfig, known_mask, save_traces, trace_facts
 
     table = load_fact_table(kg=kg_dir)
-    model, tok = load_model(model_dir, opts.device, kg_hash=table.source_hash)
+    model, tok = load_model_for_table(model_dir, table, opts.device)
     facts = list(table.facts)
     known = known_mask(model, tok, facts)
     chosen = spread_by_popularity([f for f, k in zip(facts, known) if k], preset.trace_limit)
