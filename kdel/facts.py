@@ -129,12 +129,14 @@ class FactTable:
                 )
             )
         corpus_lines = None
+        meta = {"path": str(path)}
         if corpus is not None:
             cpath = Path(corpus)
             if not cpath.is_file():
                 raise UserError(f"corpus file {cpath} does not exist")
             corpus_lines = [ln for ln in cpath.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        return cls(facts, "facts", sha256_file(path), corpus=corpus_lines, meta={"path": str(path)})
+            meta["corpus_hash"] = sha256_text("\n".join(corpus_lines))
+        return cls(facts, "facts", sha256_file(path), corpus=corpus_lines, meta=meta)
 
     # -- lookup ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -162,8 +164,10 @@ class FactTable:
         return any(f.relation is not None for f in self.facts)
 
     def key_text(self) -> str:
-        """A stable identity of this table's content (for cache keys and case ids)."""
-        return sha256_text(self.source + ":" + self.source_hash)
+        """A stable identity of this table's content (for cache keys and case ids). A facts file's --corpus
+        is part of it (it sets the key statistics); a KG bundle's hash already covers its corpus."""
+        corpus = self.meta.get("corpus_hash")
+        return sha256_text(self.source + ":" + self.source_hash + (f":corpus:{corpus}" if corpus else ""))
 
     def training_prompts(self) -> list[str]:
         """Corpus for key statistics: the corpus if known, else every prompt + target (thin; callers warn)."""

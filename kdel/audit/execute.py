@@ -203,6 +203,7 @@ class CaseExecutor:
         wrecked = unrel.get("acc_after_recalled") is not None and unrel["acc_after_recalled"] < WRECK_THRESHOLD
         edit = record.to_json()
         edit_seconds = edit.pop("seconds", None)
+        cache_hits = _pop_run_dependent(edit.get("info"))
         doc.update({
             "status": "ok",
             "edit": edit,
@@ -223,6 +224,8 @@ class CaseExecutor:
             "total_s": time.perf_counter() - t0,
             "n_rows_after": len(enc),
         }
+        if cache_hits:
+            doc["timing"]["cov_cache"] = cache_hits
         return doc
 
     @staticmethod
@@ -277,3 +280,26 @@ class CaseExecutor:
             },
             "worker": dict(self.worker),
         }
+
+
+RUN_DEPENDENT_INFO_KEYS = ("cov_cache",)  # whether key statistics came from memory, disk or a fresh pass
+
+
+def _pop_run_dependent(info) -> list:
+    """Remove the run-dependent keys from a method's info (at any depth) and return their values in order:
+    they depend on what this process or OUT/cache had already computed, not on the case."""
+    found: list = []
+
+    def walk(x):
+        if isinstance(x, dict):
+            for k in RUN_DEPENDENT_INFO_KEYS:
+                if k in x:
+                    found.append(x.pop(k))
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(info)
+    return found

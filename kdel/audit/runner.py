@@ -123,20 +123,55 @@ def plan_audit(model, tok, table, config: AuditConfig, base, out: Path | None, i
     return specs
 
 
+def model_n_layers(model_dir) -> int | None:
+    """The layer count in a model directory's config.json, or None where it does not say."""
+    try:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(cfg, dict):
+        return None
+    for key in ("n_layer", "num_hidden_layers", "n_layers", "num_layers"):
+        if isinstance(cfg.get(key), int) and not isinstance(cfg.get(key), bool):
+            return cfg[key]
+    return None
+
+
+def check_layers(model_dir, config: AuditConfig) -> None:
+    """Explicit --layers beyond the model's depth, caught from config.json before the model loads."""
+    if isinstance(config.layers, str):
+        return
+    n_layers = model_n_layers(model_dir)
+    if n_layers is None:
+        return  # checked again once the model is loaded (cases.layers_for)
+    for layer in config.layers:
+        if layer >= n_layers:
+            raise UserError(f"--layers: layer {layer} is out of range: this model has layers 0..{n_layers - 1}")
+
+
+def _abs(path) -> str | None:
+    return None if path is None else str(Path(path).resolve())
+
+
 def run_audit(model_dir, table, out_dir, config: AuditConfig, workers: int = 1, backend: str = "local",
-              progress: bool = True, device: str = "cpu", threads: int | None = None) -> dict:
-    """Run (or resume) an audit; returns the summary (also written to OUT/summary.json)."""
+              progress: bool = True, device: str = "cpu", threads: int | None = None, kg_dir=None,
+              corpus=None) -> dict:
+    """Run (or resume) an audit; returns the summary (also written to OUT/summary.json).
+
+    `kg_dir` (the KG bundle the table came from) and `corpus` (the --facts corpus file) are recorded in
+    audit_config.json, with the model and facts paths, as absolute paths, so a report can find them."""
     from kdel.audit.evaluate import BaseScores
     from kdel.audit.summary import summarize
     from kdel.models.loading import load_model_for_table
 
     config.validate()
     _check_backend(backend, workers)
+    check_layers(model_dir, config)
     out = Path(out_dir)
     identity = _identity(model_dir, table)
     _check_out_dir(out, identity)
+    model, tok = load_model_for_table(model_dir, table, device)  # bad model/facts fail before OUT is created
     out.mkdir(parents=True, exist_ok=True)
-    model, tok = load_model_for_table(model_dir, table, device)
     pool = table.unrelated_sample(config.unrelated_size, config.seed)
     base = BaseScores.compute(model, tok, table, pool)
     specs = plan_audit(model, tok, table, config, base, out, identity, progress=progress)
@@ -144,8 +179,10 @@ def run_audit(model_dir, table, out_dir, config: AuditConfig, workers: int = 1, 
         "format": CONFIG_FORMAT,
         "config": config.to_json(),
         "identity": identity,
-        "model_dir": str(model_dir),
-        "facts": table.meta.get("path") if table.source == "facts" else None,
+        "model_dir": _abs(model_dir),
+        "kg_dir": _abs(kg_dir),
+        "facts": _abs(table.meta.get("path")) if table.source == "facts" else None,
+        "corpus": _abs(corpus),
         "unrelated_pool": pool,
         "case_ids": [s.case_id for s in specs],
         "n_cases": len(specs),

@@ -98,16 +98,17 @@ def audit_command(
     )
     config.validate()
     _check_backend(backend, workers)
-    from kdel.audit.runner import run_audit
+    from kdel.audit.runner import check_layers, run_audit
     from kdel.facts import load_fact_table
     from kdel.models.loading import check_model_dir
 
     check_model_dir(model)
+    check_layers(model, config)  # from config.json: a layer past the model's depth fails before anything loads
     _quiet_transformers()
     table = load_fact_table(kg=kg, facts=facts, corpus=corpus)
     seed_everything(seed)
     summary = run_audit(model, table, out, config, workers=workers, backend=backend, progress=not quiet,
-                        device=device, threads=threads)
+                        device=device, threads=threads, kg_dir=kg, corpus=corpus)
     typer.echo(
         f"{summary['n_cases']} cases ({summary['n_success']} successful, {summary['n_failed']} failed, "
         f"{summary['n_error']} errors, {summary['n_wrecked']} wrecked the model); "

@@ -148,7 +148,12 @@ def _find_context(audit_dir: Path, config: dict | None) -> tuple[dict | None, di
             model_dir = sib / model_dir.name
     if model_dir is None or not (model_dir / "config.json").exists():
         model_dir = sib / "model"
-    kg = kg_info(sib / "kg") if (sib / "kg" / "kg.json").exists() else None
+    kg = None
+    cfg_kg = (config or {}).get("kg_dir")
+    for cand in ([Path(cfg_kg)] if isinstance(cfg_kg, str) and cfg_kg else []) + [sib / "kg"]:
+        if (cand / "kg.json").exists():  # the audited KG (audit_config.json), else a pipeline's sibling
+            kg = kg_info(cand)
+            break
     traces = None
     cfg_traces = ((config or {}).get("config") or {}).get("traces_dir")
     for cand in ([Path(cfg_traces)] if cfg_traces else []) + [sib / "traces"]:

@@ -1,0 +1,81 @@
+"""`kdel audit --backend ray` against the local backend (skipped where Ray is not installed, as in CI), and
+what audit_config.json records for `kdel report`: absolute model/KG paths; a bad --layers fails early."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import tests.unit.test_audit_support  # noqa: F401  (registers "toy-ablate" in this process)
+from kdel.audit import AuditConfig, result_view, run_audit
+from kdel.cli.main import main
+from kdel.facts import FactTable
+
+
+def _args(model, kg, out, *extra):
+    return ["audit", "--model", str(model), "--kg", str(kg), "--out", str(out), "--unrelated", "40", "--quiet",
+            "--no-tracing-effect", *extra]
+
+
+def _cases(out: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in (out / "cases").glob("*.json")}
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_local_results(trained_model_dir, tiny_kg_dir, tiny_kg, tmp_path, capsys):
+    ray = pytest.importorskip("ray")
+    # ROME on two actors: each computes its own key statistics, the local run reuses them from memory,
+    # so this also checks that the cache state stays out of the results.
+    rc = main(_args(trained_model_dir, tiny_kg_dir, tmp_path / "ray", "--methods", "rome", "--layers", "2",
+                    "--per-bin", "1", "--bins", "2", "--backend", "ray", "--workers", "2"))
+    assert rc == 0, capsys.readouterr().err
+    assert not ray.is_initialized()  # the local cluster it started is shut down
+    config = AuditConfig(methods=("rome",), layers=(2,), per_bin=1, n_bins=2, unrelated_size=40,
+                         tracing_effect=False)
+    local = run_audit(trained_model_dir, FactTable.from_kg(tiny_kg), tmp_path / "local", config, progress=False)
+    by_ray, by_local = _cases(tmp_path / "ray"), _cases(tmp_path / "local")
+    assert by_ray.keys() == by_local.keys() and len(by_ray) == 2
+    for k in by_ray:
+        assert result_view(by_ray[k]) == result_view(by_local[k])
+    workers = [c["worker"] for c in by_ray.values()]
+    assert {w["backend"] for w in workers} == {"ray"} and {w["index"] for w in workers} == {0, 1}
+    assert os.getpid() not in {w["pid"] for w in workers}
+    summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert summary["timing"]["backend"] == "ray"
+    assert {k: v for k, v in summary.items() if k != "timing"} == \
+        {k: v for k, v in json.loads(json.dumps(local)).items() if k != "timing"}
+
+
+def test_audit_config_records_absolute_paths_for_the_report(trained_model_dir, tiny_kg_dir, tmp_path, monkeypatch,
+                                                            capsys):
+    from kdel.report.data import load_audit
+
+    monkeypatch.chdir(tiny_kg_dir.parent)
+    out = tmp_path / "standalone" / "audit"  # no sibling kg/ or model/: only audit_config.json can say where
+    rc = main(_args(os.path.relpath(trained_model_dir), tiny_kg_dir.name, out, "--methods", "toy-ablate",
+                    "--layers", "2", "--per-bin", "1", "--bins", "1"))
+    assert rc == 0, capsys.readouterr().err
+    cfg = json.loads((out / "audit_config.json").read_text())
+    assert cfg["kg_dir"] == str(tiny_kg_dir.resolve()) and cfg["model_dir"] == str(trained_model_dir.resolve())
+    assert cfg["facts"] is None and cfg["corpus"] is None
+    data = load_audit(out, n_boot=10)
+    assert data.kg is not None and data.kg["path"] == cfg["kg_dir"] and data.kg["entities"] == 30
+    assert data.model is not None and data.model["path"] == cfg["model_dir"]
+
+
+def test_layer_out_of_range_fails_before_the_model_loads(trained_model_dir, tiny_kg_dir, tmp_path, monkeypatch,
+                                                         capsys):
+    import kdel.models.loading as loading
+
+    def refuse(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(loading, "load_model_for_table", refuse)
+    rc = main(_args(trained_model_dir, tiny_kg_dir, tmp_path / "a", "--methods", "toy-ablate", "--layers", "1,4"))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "layer 4 is out of range" in err and "0..3" in err
+    assert not (tmp_path / "a").exists()
