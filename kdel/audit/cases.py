@@ -28,7 +28,7 @@ HASE_WINDOW = 5  # Hase et al.'s tracing effect: MLP tracing with a window of 5 
 class AuditConfig:
     methods: tuple[str, ...] = ("rome",)
     objective: str = "erase"
-    sites: tuple[str, ...] = ("subject_last",)
+    sites: tuple[str, ...] = ("subject_last", "last")  # both: toy models look facts up at the last token
     layers: str | tuple[int, ...] = "auto"  # "auto" (traced MLP peak at the site), "all", or explicit layers
     per_bin: int = 2  # targets sampled per popularity bin
     n_bins: int = 5

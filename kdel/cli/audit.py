@@ -58,7 +58,11 @@ def audit_command(
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="With --facts: text for key statistics."),
     methods: str = typer.Option("rome", "--methods", help="Comma-separated deletion methods."),
     objective: str = typer.Option("erase", "--objective", help="erase | replace | unknown | ..."),
-    sites: str = typer.Option("subject_last", "--sites", help="Edit sites: subject_last and/or last."),
+    sites: str = typer.Option(
+        "subject_last,last", "--sites",
+        help="Edit sites, comma-separated: subject_last (ROME's key) and/or last (the prompt's last token; "
+        "where small models trained from scratch look facts up).",
+    ),
     layers: str = typer.Option("auto", "--layers", help="auto (traced MLP peak), all, or L,L,..."),
     per_bin: int = typer.Option(2, "--per-bin", help="Deletion targets per popularity bin."),
     bins: int = typer.Option(5, "--bins", help="Popularity bins (rank quantiles)."),

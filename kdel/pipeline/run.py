@@ -184,7 +184,7 @@ def stage_audit(preset: PipelinePreset, kg_dir: Path, model_dir: Path, traces_di
     config.validate()
     table = load_fact_table(kg=kg_dir)
     run_audit(model_dir, table, out, config, workers=opts.workers, progress=opts.progress, device=opts.device,
-              threads=opts.threads)
+              threads=opts.threads, kg_dir=kg_dir)
 
 
 def sync_cases(audit_dir: Path, dest: Path) -> int:

@@ -85,7 +85,7 @@ def test_cli_audit_small_run(trained_model_dir, tiny_kg_dir, tmp_path, capsys):
     hp.write_text("toy-ablate:\n  k: 40\n")
     out = tmp_path / "audit"
     rc = main(_cli_args(trained_model_dir, tiny_kg_dir, out, "--layers", "2", "--per-bin", "1", "--bins", "2",
-                        "--hparams", str(hp), "--no-tracing-effect"))
+                        "--sites", "last", "--hparams", str(hp), "--no-tracing-effect"))
     assert rc == 0, capsys.readouterr().err
     cases = [json.loads(p.read_text()) for p in (out / "cases").glob("*.json")]
     assert len(cases) == 2 and all(c["spec"]["hparams"]["k"] == 40 for c in cases)
