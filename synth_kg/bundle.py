@@ -8,7 +8,6 @@ so an existing bundle is replaced whole or not at all. Loading validates everyth
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 

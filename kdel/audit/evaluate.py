@@ -19,68 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kdel.models.scoring import Encoded, TargetScores, _auto_batch_size, _pad_batch, _pad_id, encode_prompt_target
+from kdel.models.scoring import Encoded, TargetScores, _pad_id, encode_prompt_target, forward_scores
 
 WRECK_THRESHOLD = 0.9  # §12 collateral bound: unrelated accuracy below this = the edit wrecked the model
-
-
-@torch.no_grad()
-def forward_scores(model, encoded: Sequence[Encoded], pad_id: int = 0, dist_rows: Sequence[int] = (),
-                   batch_size: int | None = None) -> tuple[TargetScores, dict[int, torch.Tensor]]:
-    """Score (prompt, target) pairs like `score_encoded`, vectorised per batch, and return the next-token
-    log-distribution at the last prompt position of each row in `dist_rows` (from the same forward)."""
-    n = len(encoded)
-    logprob = np.zeros(n, dtype=np.float64)
-    recalled = np.zeros(n, dtype=bool)
-    ft_lp = np.zeros(n, dtype=np.float64)
-    ft_rec = np.zeros(n, dtype=bool)
-    ft_rank = np.zeros(n, dtype=np.int64)
-    n_tok = np.array([len(t) for _, t in encoded], dtype=np.int64)
-    dists: dict[int, torch.Tensor] = {}
-    if n:
-        want = set(int(r) for r in dist_rows)
-        device = next(model.parameters()).device
-        lengths = [len(p) + len(t) for p, t in encoded]
-        order = np.argsort(lengths, kind="stable")
-        vocab = int(model.get_output_embeddings().weight.shape[0])
-        bs = batch_size or _auto_batch_size(max(lengths), vocab)
-        for start in range(0, n, bs):
-            rows = order[start: start + bs]
-            ids, mask = _pad_batch([encoded[r][0] + encoded[r][1] for r in rows], pad_id, device)
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            b_idx, p_idx, t_idx, seg, first = [], [], [], [], []
-            for j, r in enumerate(rows):
-                p, t = encoded[r]
-                first.append(len(t_idx))
-                for k, tid in enumerate(t):
-                    b_idx.append(j)
-                    p_idx.append(len(p) - 1 + k)
-                    t_idx.append(tid)
-                    seg.append(j)
-            lp = torch.log_softmax(logits[torch.tensor(b_idx, device=device), torch.tensor(p_idx, device=device)]
-                                   .float(), dim=-1)
-            tgt = torch.tensor(t_idx, device=device)
-            tok_lp = lp.gather(1, tgt[:, None])[:, 0]
-            miss = (lp.argmax(dim=-1) != tgt).to(torch.int64)
-            seg_t = torch.tensor(seg, device=device)
-            sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, seg_t, tok_lp.double())
-            misses = torch.zeros(len(rows), dtype=torch.int64, device=device).index_add_(0, seg_t, miss)
-            fi = torch.tensor(first, device=device)
-            first_lp = tok_lp[fi]
-            ranks = (lp[fi] > first_lp[:, None]).sum(dim=1)
-            sums, misses, first_lp, ranks = (x.cpu().numpy() for x in (sums, misses, first_lp, ranks))
-            first_miss = miss[fi].cpu().numpy()
-            for j, r in enumerate(rows):
-                logprob[r] = sums[j]
-                recalled[r] = misses[j] == 0
-                ft_lp[r] = first_lp[j]
-                ft_rec[r] = first_miss[j] == 0
-                ft_rank[r] = ranks[j]
-                if int(r) in want:
-                    dists[int(r)] = lp[first[j]].cpu()
-    scores = TargetScores(logprob=logprob, recalled=recalled, first_token_logprob=ft_lp,
-                          first_token_recalled=ft_rec, first_token_rank=ft_rank, n_target_tokens=n_tok)
-    return scores, dists
 
 
 class ProbeRows:

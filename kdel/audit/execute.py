@@ -25,13 +25,13 @@ from kdel.audit.evaluate import (
     _clean,
     _mean,
     erasure_score,
-    forward_scores,
     group_metrics,
     kl_divergence,
     new_target_rows,
     rewrite_score,
 )
 from kdel.audit.schema import CASE_FORMAT
+from kdel.models.scoring import forward_scores
 
 HASE_NEIGHBORHOOD_GROUPS = ("same_object", "same_relation")  # CounterFact-like: same relation or same object
 

@@ -119,6 +119,9 @@ class DeletionMethod(ABC):
 
     def __init__(self, hparams=None):
         self.hparams = hparams if hparams is not None else self.hparams_class()
+        validate = getattr(self.hparams, "validate", None)
+        if callable(validate):
+            validate()  # bad values are a UserError, whoever built the hyperparameters
 
     @abstractmethod
     def parameters_to_edit(self, ctx: EditContext, request: DeletionRequest) -> list[str]:

@@ -105,42 +105,68 @@ def _pad_id(tokenizer) -> int:
 
 
 @torch.no_grad()
-def score_encoded(model, encoded: Sequence[Encoded], pad_id: int = 0, batch_size: int | None = None) -> TargetScores:
-    """Score pre-encoded (prompt ids, target ids) pairs in length-sorted, right-padded batches."""
+def forward_scores(model, encoded: Sequence[Encoded], pad_id: int = 0, dist_rows: Sequence[int] = (),
+                   batch_size: int | None = None) -> tuple[TargetScores, dict[int, torch.Tensor]]:
+    """Score pre-encoded (prompt ids, target ids) pairs in length-sorted, right-padded batches, vectorised per
+    batch; also return the next-token log-distribution at the last prompt position of each row in `dist_rows`
+    (from the same forward, so KL on probe prompts costs no extra pass)."""
     n = len(encoded)
-    out = {
-        "logprob": np.zeros(n, dtype=np.float64),
-        "recalled": np.zeros(n, dtype=bool),
-        "first_token_logprob": np.zeros(n, dtype=np.float64),
-        "first_token_recalled": np.zeros(n, dtype=bool),
-        "first_token_rank": np.zeros(n, dtype=np.int64),
-        "n_target_tokens": np.array([len(t) for _, t in encoded], dtype=np.int64),
-    }
-    if n == 0:
-        return TargetScores(**out)
-    device = next(model.parameters()).device
-    lengths = [len(p) + len(t) for p, t in encoded]
-    order = np.argsort(lengths, kind="stable")
-    vocab = int(model.get_output_embeddings().weight.shape[0])
-    bs = batch_size or _auto_batch_size(max(lengths), vocab)
-    for start in range(0, n, bs):
-        rows = order[start : start + bs]
-        seqs = [encoded[r][0] + encoded[r][1] for r in rows]
-        ids, mask = _pad_batch(seqs, pad_id, device)
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        for j, r in enumerate(rows):
-            p_ids, t_ids = encoded[r]
-            pos = torch.arange(len(p_ids) - 1, len(p_ids) + len(t_ids) - 1, device=device)
-            lp = torch.log_softmax(logits[j, pos].float(), dim=-1)
-            tgt = torch.tensor(t_ids, device=device)
+    logprob = np.zeros(n, dtype=np.float64)
+    recalled = np.zeros(n, dtype=bool)
+    ft_lp = np.zeros(n, dtype=np.float64)
+    ft_rec = np.zeros(n, dtype=bool)
+    ft_rank = np.zeros(n, dtype=np.int64)
+    n_tok = np.array([len(t) for _, t in encoded], dtype=np.int64)
+    dists: dict[int, torch.Tensor] = {}
+    if n:
+        want = set(int(r) for r in dist_rows)
+        device = next(model.parameters()).device
+        lengths = [len(p) + len(t) for p, t in encoded]
+        order = np.argsort(lengths, kind="stable")
+        vocab = int(model.get_output_embeddings().weight.shape[0])
+        bs = batch_size or _auto_batch_size(max(lengths), vocab)
+        for start in range(0, n, bs):
+            rows = order[start: start + bs]
+            ids, mask = _pad_batch([encoded[r][0] + encoded[r][1] for r in rows], pad_id, device)
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            b_idx, p_idx, t_idx, seg, first = [], [], [], [], []
+            for j, r in enumerate(rows):
+                p, t = encoded[r]
+                first.append(len(t_idx))
+                for k, tid in enumerate(t):
+                    b_idx.append(j)
+                    p_idx.append(len(p) - 1 + k)
+                    t_idx.append(tid)
+                    seg.append(j)
+            lp = torch.log_softmax(logits[torch.tensor(b_idx, device=device), torch.tensor(p_idx, device=device)]
+                                   .float(), dim=-1)
+            tgt = torch.tensor(t_idx, device=device)
             tok_lp = lp.gather(1, tgt[:, None])[:, 0]
-            top = lp.argmax(dim=-1)
-            out["logprob"][r] = float(tok_lp.double().sum())
-            out["recalled"][r] = bool((top == tgt).all())
-            out["first_token_logprob"][r] = float(tok_lp[0])
-            out["first_token_recalled"][r] = bool(top[0] == tgt[0])
-            out["first_token_rank"][r] = int((lp[0] > lp[0, tgt[0]]).sum())
-    return TargetScores(**out)
+            miss = (lp.argmax(dim=-1) != tgt).to(torch.int64)
+            seg_t = torch.tensor(seg, device=device)
+            sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, seg_t, tok_lp.double())
+            misses = torch.zeros(len(rows), dtype=torch.int64, device=device).index_add_(0, seg_t, miss)
+            fi = torch.tensor(first, device=device)
+            first_lp = tok_lp[fi]
+            ranks = (lp[fi] > first_lp[:, None]).sum(dim=1)
+            sums, misses, first_lp, ranks = (x.cpu().numpy() for x in (sums, misses, first_lp, ranks))
+            first_miss = miss[fi].cpu().numpy()
+            for j, r in enumerate(rows):
+                logprob[r] = sums[j]
+                recalled[r] = misses[j] == 0
+                ft_lp[r] = first_lp[j]
+                ft_rec[r] = first_miss[j] == 0
+                ft_rank[r] = ranks[j]
+                if int(r) in want:
+                    dists[int(r)] = lp[first[j]].cpu()
+    scores = TargetScores(logprob=logprob, recalled=recalled, first_token_logprob=ft_lp,
+                          first_token_recalled=ft_rec, first_token_rank=ft_rank, n_target_tokens=n_tok)
+    return scores, dists
+
+
+def score_encoded(model, encoded: Sequence[Encoded], pad_id: int = 0, batch_size: int | None = None) -> TargetScores:
+    """Score pre-encoded (prompt ids, target ids) pairs (see `forward_scores`)."""
+    return forward_scores(model, encoded, pad_id, (), batch_size)[0]
 
 
 def encode_many(tokenizer, prompts: Sequence[str], targets: Sequence[str]) -> list[Encoded]:

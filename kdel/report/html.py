@@ -117,8 +117,6 @@ def _setup(audits: list[AuditData]) -> str:
                          + (f"; trained {m['train_steps']} steps" if m.get("train_steps") else ""))
         else:
             model_txt = "(model directory not found)"
-        hp = {c["spec"]["method"]: c["spec"]["hparams"] for c in a.cases}
-        hp_txt = "; ".join(f"{_e(k)}: {_e(_short_hparams(v))}" for k, v in sorted(hp.items()))
         present = len(a.cases) + len(a.skipped)
         planned = a.n_planned
         rows.append([

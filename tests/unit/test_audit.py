@@ -15,7 +15,6 @@ from kdel.audit.cases import build_cases, case_id_for, sample_targets, trace_tar
 from kdel.audit.evaluate import (
     BaseScores,
     erasure_score,
-    forward_scores,
     group_metrics,
     neighborhood_score,
     rewrite_score,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from kdel.delete.base import DeletionRequest, EditContext, apply_deletion, get_method
 from kdel.delete.hparams import load_hparams

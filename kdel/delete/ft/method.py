@@ -46,10 +46,6 @@ class ConstrainedFineTuning(DeletionMethod):
     hparams_class = FTHparams
     objectives = ("erase", "replace", "unknown", "error_injection", "amplify")
 
-    def __init__(self, hparams=None):
-        super().__init__(hparams)
-        self.hparams.validate()
-
     def _layers(self, ctx: EditContext, request: DeletionRequest) -> list[int]:
         n = ctx.adapter.n_layers
         centre = n // 2 if request.layer is None else ctx.adapter._check_layer(request.layer)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kdel.delete.base import DeletionRequest, EditContext
+from kdel.delete.base import DeletionMethod, DeletionRequest, EditContext
 from kdel.delete.ga.hparams import UnlearnHparams
 from kdel.delete.ga.loop import Pairs, RetainTerm, erase_margin, run_gradient_edit, target_token_logprobs
 from kdel.delete.retain import select_retain_facts, unrelated_pool_of
@@ -83,3 +83,22 @@ def run_unlearning(ctx: EditContext, request: DeletionRequest, hp: UnlearnHparam
 
 
 __all__ = ["forget_pairs", "retain_term", "run_unlearning", "target_token_logprobs", "unlearn_layers", "unlearn_param_names"]
+
+
+class UnlearningMethod(DeletionMethod):
+    """GA and NPO: the same parameters, forget pairs, retain term and early-stopped loop; a subclass gives
+    only its forget loss, `forget_loss(forget_pairs, model) -> (token log-probs -> loss)`."""
+
+    objectives = ("erase",)
+
+    def parameters_to_edit(self, ctx: EditContext, request: DeletionRequest) -> list[str]:
+        return unlearn_param_names(ctx, self.hparams)
+
+    def layers_of(self, ctx: EditContext, request: DeletionRequest) -> list[int]:
+        return unlearn_layers(ctx, self.hparams)
+
+    def forget_loss(self, forget: Pairs, model):
+        raise TypeError(f"{type(self).__name__} must define forget_loss")
+
+    def edit(self, ctx: EditContext, request: DeletionRequest) -> dict:
+        return run_unlearning(ctx, request, self.hparams, self.forget_loss)

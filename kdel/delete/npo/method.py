@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kdel.delete.base import DeletionMethod, DeletionRequest, EditContext, register_method
-from kdel.delete.ga.common import run_unlearning, unlearn_layers, unlearn_param_names
+from kdel.delete.base import register_method
+from kdel.delete.ga.common import UnlearningMethod
 from kdel.delete.ga.hparams import UnlearnHparams, check_positive
 from kdel.delete.ga.loop import sequence_logprob, target_token_logprobs
 
@@ -31,32 +31,17 @@ class NPOHparams(UnlearnHparams):
 
 
 @register_method
-class NPO(DeletionMethod):
+class NPO(UnlearningMethod):
     name = "npo"
     hparams_class = NPOHparams
-    objectives = ("erase",)
 
-    def __init__(self, hparams=None):
-        super().__init__(hparams)
-        self.hparams.validate()
-
-    def parameters_to_edit(self, ctx: EditContext, request: DeletionRequest) -> list[str]:
-        return unlearn_param_names(ctx, self.hparams)
-
-    def layers_of(self, ctx: EditContext, request: DeletionRequest) -> list[int]:
-        return unlearn_layers(ctx, self.hparams)
-
-    def edit(self, ctx: EditContext, request: DeletionRequest) -> dict:
+    def forget_loss(self, forget, model):
         beta = self.hparams.beta
+        with torch.no_grad():
+            ref = sequence_logprob(target_token_logprobs(model, forget), forget).detach()  # π_ref: before editing
 
-        def factory(forget, model):
-            with torch.no_grad():
-                ref = sequence_logprob(target_token_logprobs(model, forget), forget).detach()
+        def loss(lps):
+            ratio = sequence_logprob(lps, forget) - ref
+            return (2.0 / beta) * F.softplus(beta * ratio).mean()
 
-            def loss(lps):
-                ratio = sequence_logprob(lps, forget) - ref
-                return (2.0 / beta) * F.softplus(beta * ratio).mean()
-
-            return loss
-
-        return run_unlearning(ctx, request, self.hparams, factory)
+        return loss
