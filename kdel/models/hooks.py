@@ -12,17 +12,18 @@ from kdel.models.adapter import first_tensor, with_first_tensor
 
 
 @contextmanager
-def record_outputs(modules: dict[str, nn.Module], detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
-    """Within the block, `store[name]` holds the hidden-state output of each module from the last forward."""
+def _record(modules: dict[str, nn.Module], detach: bool, inputs: bool) -> Iterator[dict[str, torch.Tensor]]:
     store: dict[str, torch.Tensor] = {}
     handles = []
     for name, mod in modules.items():
 
-        def hook(_m, _inp, out, name=name):
-            t = first_tensor(out)
+        def keep(t: torch.Tensor, name=name) -> None:
             store[name] = t.detach() if detach else t
 
-        handles.append(mod.register_forward_hook(hook))
+        if inputs:
+            handles.append(mod.register_forward_pre_hook(lambda _m, inp, keep=keep: keep(inp[0])))
+        else:
+            handles.append(mod.register_forward_hook(lambda _m, _inp, out, keep=keep: keep(first_tensor(out))))
     try:
         yield store
     finally:
@@ -30,23 +31,14 @@ def record_outputs(modules: dict[str, nn.Module], detach: bool = True) -> Iterat
             h.remove()
 
 
-@contextmanager
-def record_inputs(modules: dict[str, nn.Module], detach: bool = True) -> Iterator[dict[str, torch.Tensor]]:
-    """Within the block, `store[name]` holds the first positional input of each module from the last forward."""
-    store: dict[str, torch.Tensor] = {}
-    handles = []
-    for name, mod in modules.items():
+def record_outputs(modules: dict[str, nn.Module], detach: bool = True):
+    """Context manager: within it, `store[name]` holds the hidden-state output of each module from the last forward."""
+    return _record(modules, detach, inputs=False)
 
-        def hook(_m, inp, name=name):
-            t = inp[0]
-            store[name] = t.detach() if detach else t
 
-        handles.append(mod.register_forward_pre_hook(hook))
-    try:
-        yield store
-    finally:
-        for h in handles:
-            h.remove()
+def record_inputs(modules: dict[str, nn.Module], detach: bool = True):
+    """Context manager: within it, `store[name]` holds the first positional input of each module from the last forward."""
+    return _record(modules, detach, inputs=True)
 
 
 @contextmanager

@@ -15,7 +15,6 @@ finished stages intact and a rerun skips them.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdel.errors import UserError
-from kdel.io import atomic_write_json
+from kdel.io import atomic_write_json, read_json_object
 from kdel.pipeline.presets import PipelinePreset
 
 RUN_FORMAT = "kdel-run/1"
@@ -69,12 +68,6 @@ class _Console:
             print(plain or text, file=sys.stderr)
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-        return d if isinstance(d, dict) else None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 # -- stage checks: is the output there and whole? -----------------------------------------------------
@@ -91,7 +84,7 @@ def kg_done(d: Path) -> bool:
 
 
 def model_done(d: Path) -> bool:
-    return (d / "config.json").exists() and any(d.glob("*.safetensors")) and _read_json(d / "train_report.json") is not None
+    return (d / "config.json").exists() and any(d.glob("*.safetensors")) and read_json_object(d / "train_report.json") is not None
 
 
 def traces_done(d: Path) -> bool:
@@ -103,8 +96,8 @@ def audit_done(d: Path) -> bool:
     from kdel.audit.schema import CaseSchemaError
     from kdel.report.data import read_case_file
 
-    cfg = _read_json(d / "audit_config.json")
-    if cfg is None or _read_json(d / "summary.json") is None:
+    cfg = read_json_object(d / "audit_config.json")
+    if cfg is None or read_json_object(d / "summary.json") is None:
         return False
     for cid in cfg.get("case_ids", []):
         try:
@@ -206,7 +199,7 @@ def sync_cases(audit_dir: Path, dest: Path) -> int:
 def _check_run_dir(out: Path, identity: dict) -> dict:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
-    state = _read_json(out / "pipeline.json")
+    state = read_json_object(out / "pipeline.json")
     if state is not None:
         old = state.get("identity")
         if old is not None and old != identity:
@@ -296,7 +289,7 @@ def write_report(out: Path, preset: PipelinePreset) -> Path:
     res = render_report(sources, out / "report.html", plots_dir=out / "plots",
                         title=f"kdel pipeline ({preset.name} preset): deletion audit, "
                               f"{' vs '.join(g.upper() for g in preset.graphs)}")
-    state = _read_json(out / "pipeline.json") or {}
+    state = read_json_object(out / "pipeline.json") or {}
     summary = {
         "format": "kdel-run-summary/1",
         "preset": preset.to_json(),

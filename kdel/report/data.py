@@ -14,6 +14,7 @@ from pathlib import Path
 
 from kdel.audit.schema import CaseSchemaError, validate_case
 from kdel.errors import UserError
+from kdel.io import read_json_object
 
 
 @dataclass
@@ -101,16 +102,10 @@ def _label_for(audit_dir: Path) -> str:
     return parent.name.upper() if audit_dir.name == "audit" else audit_dir.name
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-        return d if isinstance(d, dict) else None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 def kg_info(kg_dir: Path) -> dict | None:
-    d = _read_json(Path(kg_dir) / "kg.json")
+    d = read_json_object(Path(kg_dir) / "kg.json")
     if d is None:
         return None
     cfg = d.get("config", {})
@@ -122,14 +117,14 @@ def kg_info(kg_dir: Path) -> dict | None:
 
 
 def model_info(model_dir: Path) -> dict | None:
-    cfg = _read_json(Path(model_dir) / "config.json")
+    cfg = read_json_object(Path(model_dir) / "config.json")
     if cfg is None:
         return None
     out = {"path": str(model_dir), "model_type": cfg.get("model_type"),
            "n_layer": cfg.get("n_layer", cfg.get("num_hidden_layers")),
            "n_embd": cfg.get("n_embd", cfg.get("hidden_size")),
            "n_head": cfg.get("n_head", cfg.get("num_attention_heads")), "vocab_size": cfg.get("vocab_size")}
-    rep = _read_json(Path(model_dir) / "train_report.json")
+    rep = read_json_object(Path(model_dir) / "train_report.json")
     if rep:
         for k in ("steps", "seconds", "recall", "final_recall", "n_params", "params"):
             if k in rep and not isinstance(rep[k], (dict, list)):
@@ -172,7 +167,7 @@ def load_audit(audit_dir: Path, label: str | None = None, strict: bool = False, 
     cases, skipped = load_cases(audit_dir, strict=strict, warn=warn)
     if not cases:
         raise UserError(f"{audit_dir / 'cases'} holds no valid case file")
-    config = _read_json(audit_dir / "audit_config.json")
+    config = read_json_object(audit_dir / "audit_config.json")
     kg, model, traces = _find_context(audit_dir, config)
     seed = int(((config or {}).get("config") or {}).get("seed", 0) or 0)
     summary = summarize(cases, seed=seed, n_boot=n_boot)
