@@ -88,7 +88,7 @@ def delete_command(
     from kdel.delete.sequential import apply_sequential, split_request
     from kdel.facts import load_fact_table
     from kdel.io import atomic_write_json, replace_directory, staging_dir_for
-    from kdel.models.loading import MODEL_META, check_model_dir, load_model_for_table
+    from kdel.models.loading import MODEL_META, check_model_dir, load_model_for_table, save_model
     from kdel.models.scoring import unencodable_reason
     from kdel.runtime import resolve_device, seed_everything, set_threads
 
@@ -160,8 +160,7 @@ def delete_command(
     }
     staging = staging_dir_for(out)
     try:
-        lm.save_pretrained(staging, safe_serialization=True)
-        tok.save_pretrained(staging)
+        save_model(lm, tok, staging)
         if (model / MODEL_META).exists():
             shutil.copyfile(model / MODEL_META, staging / MODEL_META)
         atomic_write_json(staging / "edit.json", summary)

@@ -46,6 +46,20 @@ def check_kg_match(model_dir: str | Path, kg_hash: str | None) -> None:
         )
 
 
+def save_model(model, tokenizer, out_dir: str | Path) -> None:
+    """save_pretrained (safetensors only) of model and tokenizer, without transformers' progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(str(out_dir), safe_serialization=True)
+        tokenizer.save_pretrained(str(out_dir))
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(model_dir: str | Path, device: str = "cpu", kg_hash: str | None = None, dtype=None):
     """(model in eval mode on `device`, tokenizer). Raises UserError on anything a user can fix."""
     import torch

@@ -159,7 +159,7 @@ def train_model(kg_or_dir, out_dir, config: TrainConfig | None = None, progress:
 
     from kdel.facts import FactTable
     from kdel.io import atomic_write_json, replace_directory, staging_dir_for
-    from kdel.models.loading import MODEL_META
+    from kdel.models.loading import MODEL_META, save_model
     from kdel.models.tokenizer import build_word_tokenizer
     from kdel.runtime import resolve_device, seed_everything, set_threads
 
@@ -270,8 +270,7 @@ def train_model(kg_or_dir, out_dir, config: TrainConfig | None = None, progress:
 
     staging = staging_dir_for(out)
     try:
-        model.to("cpu").save_pretrained(staging, safe_serialization=True)
-        tok.save_pretrained(staging)
+        save_model(model.to("cpu"), tok, staging)
         atomic_write_json(staging / MODEL_META, {
             "format": MODEL_FORMAT, "kg_hash": kg.content_hash(), "preset": config.preset,
             "tokenizer": "entity" if config.whole_entities else "word",
