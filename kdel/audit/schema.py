@@ -4,7 +4,7 @@ A case file holds everything a report needs about one deletion: the fact (with p
 spec (what was deleted, how, where), the edit record (‖ΔW‖, ...), success, per-probe-group metrics, global
 accuracy, KL on unrelated prompts, Hase et al.'s scores, tracing effect and peak layers, and — under the
 keys `timing` and `worker` only — run-dependent fields that "same results" comparisons ignore.
-See docs/readme/audit.md for the field-by-field description.
+See the README section "Auditing deletions" for the field-by-field description.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Hyperparameters of constrained fine-tuning. Defaults tuned for the `tiny` preset (see docs/readme/unlearning.md)."""
+"""Hyperparameters of constrained fine-tuning. Defaults tuned for the `tiny` preset (see the README, "Unlearning baselines")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MEMIT hyperparameters, with defaults for the toy presets (see docs/readme/delete.md)."""
+"""MEMIT hyperparameters, with defaults for the toy presets (see the README, "Deleting facts")."""
 
 from __future__ import annotations
 

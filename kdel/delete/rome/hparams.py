@@ -1,4 +1,4 @@
-"""ROME / r-ROME hyperparameters, with defaults tuned on the toy presets (see docs/readme/delete.md)."""
+"""ROME / r-ROME hyperparameters, with defaults tuned on the toy presets (see the README, "Deleting facts")."""
 
 from __future__ import annotations
 
