@@ -30,10 +30,10 @@ def test_ray_backend_gives_the_local_results(trained_model_dir, tiny_kg_dir, tin
     # ROME on two actors: each computes its own key statistics, the local run reuses them from memory,
     # so this also checks that the cache state stays out of the results.
     rc = main(_args(trained_model_dir, tiny_kg_dir, tmp_path / "ray", "--methods", "rome", "--layers", "2",
-                    "--per-bin", "1", "--bins", "2", "--backend", "ray", "--workers", "2"))
+                    "--sites", "last", "--per-bin", "1", "--bins", "2", "--backend", "ray", "--workers", "2"))
     assert rc == 0, capsys.readouterr().err
     assert not ray.is_initialized()  # the local cluster it started is shut down
-    config = AuditConfig(methods=("rome",), layers=(2,), per_bin=1, n_bins=2, unrelated_size=40,
+    config = AuditConfig(methods=("rome",), sites=("last",), layers=(2,), per_bin=1, n_bins=2, unrelated_size=40,
                          tracing_effect=False)
     local = run_audit(trained_model_dir, FactTable.from_kg(tiny_kg), tmp_path / "local", config, progress=False)
     by_ray, by_local = _cases(tmp_path / "ray"), _cases(tmp_path / "local")
