@@ -63,36 +63,10 @@ def _word_tokenizer():
 
 def build_random_model(family: str, n_layers: int = 3, d_model: int = 32, seed: int = 0):
     """(model, tokenizer): a tiny randomly initialised causal LM of `family` over a small word vocabulary."""
-    from transformers import (
-        GPT2Config,
-        GPT2LMHeadModel,
-        GPTNeoXConfig,
-        GPTNeoXForCausalLM,
-        LlamaConfig,
-        LlamaForCausalLM,
-    )
+    from tests.fixtures_real import build_model
 
     tok = _word_tokenizer()
-    v = len(tok)
-    torch.manual_seed(seed)
-    common = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    if family == "gpt2":
-        cfg = GPT2Config(vocab_size=v, n_positions=64, n_embd=d_model, n_layer=n_layers, n_head=4, **common)
-        model = GPT2LMHeadModel(cfg)
-    elif family == "llama":
-        cfg = LlamaConfig(
-            vocab_size=v, hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layers,
-            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64, **common,
-        )
-        model = LlamaForCausalLM(cfg)
-    elif family == "gpt_neox":
-        cfg = GPTNeoXConfig(
-            vocab_size=v, hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layers,
-            num_attention_heads=4, max_position_embeddings=64, **common,
-        )
-        model = GPTNeoXForCausalLM(cfg)
-    else:
-        raise ValueError(family)
+    model = build_model(family, len(tok), tok, n_layers=n_layers, d_model=d_model, seed=seed, kv_heads=4)
     model.eval()
     return model, tok
 

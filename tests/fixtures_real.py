@@ -138,7 +138,8 @@ def word_tokenizer(lines: list[str]):
 
 
 # -- models -------------------------------------------------------------------------------------------
-def build_model(family: str, vocab: int, tok, n_layers: int = 4, d_model: int = 32, seed: int = 0):
+def build_model(family: str, vocab: int, tok, n_layers: int = 4, d_model: int = 32, seed: int = 0, kv_heads: int = 2):
+    """A tiny randomly initialised causal LM of `family` (gpt2 | llama | gpt_neox) with 4 attention heads."""
     from transformers import (
         GPT2Config,
         GPT2LMHeadModel,
@@ -150,13 +151,15 @@ def build_model(family: str, vocab: int, tok, n_layers: int = 4, d_model: int = 
 
     torch.manual_seed(seed)
     ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    if getattr(tok, "pad_token_id", None) is not None:
+        ids["pad_token_id"] = tok.pad_token_id
     if family == "gpt2":
         return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=64, n_embd=d_model, n_layer=n_layers,
                                           n_head=4, **ids))
     if family == "llama":
         return LlamaForCausalLM(LlamaConfig(
             vocab_size=vocab, hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layers,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, **ids))
+            num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=64, **ids))
     if family == "gpt_neox":
         return GPTNeoXForCausalLM(GPTNeoXConfig(
             vocab_size=vocab, hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=n_layers,
