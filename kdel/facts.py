@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 from kdel.errors import UserError
-from kdel.io import atomic_write_text, sha256_file, sha256_text
+from kdel.io import atomic_write_text, read_jsonl, sha256_file, sha256_text
 from synth_kg.probes import ProbeIndex
 
 
@@ -72,13 +72,7 @@ class FactTable:
         if not path.is_file():
             raise UserError(f"facts file {path} does not exist")
         rows = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        for lineno, row in read_jsonl(path):
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{lineno}: each line must be a JSON object")
             for key in ("subject", "prompt", "target"):

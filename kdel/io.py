@@ -54,6 +54,23 @@ def read_json_object(path: str | Path) -> dict | None:
     return d if isinstance(d, dict) else None
 
 
+def read_jsonl(path: str | Path) -> list[tuple[int, object]]:
+    """(1-based line number, parsed value) of each non-blank line; a line that is not JSON is a UserError
+    naming the file and line."""
+    from kdel.errors import UserError
+
+    path = Path(path)
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((lineno, json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    return rows
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

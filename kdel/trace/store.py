@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from kdel.errors import UserError
-from kdel.io import atomic_write_bytes, atomic_write_text
+from kdel.io import atomic_write_bytes, atomic_write_text, read_jsonl
 from kdel.trace.api import SITES, FactTrace, TraceConfig
 
 FORMAT = "kdel-trace/1"
@@ -52,15 +52,11 @@ def load_traces(out_dir) -> list[FactTrace]:
         raise UserError(f"{out} is not a trace directory (needs traces.jsonl and traces.npz)")
     arrays = np.load(npz, allow_pickle=False)
     traces = []
-    for i, line in enumerate(jl.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{jl}:{i + 1}: not valid JSON ({e.msg})") from None
-        if row.get("format") != FORMAT:
-            raise UserError(f"{jl}:{i + 1}: unknown trace format {row.get('format')!r} (expected {FORMAT})")
+    for lineno, row in read_jsonl(jl):
+        i = lineno - 1  # arrays are keyed by the line index written by save_traces
+        if not isinstance(row, dict) or row.get("format") != FORMAT:
+            found = row.get("format") if isinstance(row, dict) else type(row).__name__
+            raise UserError(f"{jl}:{lineno}: unknown trace format {found!r} (expected {FORMAT})")
         config = TraceConfig.from_json(row["config"])
         patched = {c: {m: np.asarray(arrays[f"{i}/{c}/{m}"]) for m in config.metrics} for c in config.components}
         kw = {k: row[k] for k in _SCALARS if k in row}
