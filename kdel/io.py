@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -108,3 +109,16 @@ def staging_dir_for(final: str | Path) -> Path:
     path = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
     os.chmod(path, 0o777 & ~_UMASK)  # mkdtemp creates 0700 directories
     return path
+
+
+@contextlib.contextmanager
+def staged_dir(final: str | Path):
+    """Write a directory output all at once: yields an empty staging directory beside `final`; on success it
+    replaces `final` in one rename (`replace_directory`), on any error it is removed and `final` is untouched."""
+    staging = staging_dir_for(final)
+    try:
+        yield staging
+        replace_directory(staging, Path(final))
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
