@@ -45,7 +45,7 @@ class _CaseActor:
             for p in self.sys_path:  # the driver's import path, so modules registering methods import here too
                 if p not in sys.path and os.path.isdir(p):
                     sys.path.append(p)
-            from kdel.audit.workers import setup_executor
+            from kdel.audit.execute import setup_executor
 
             self.ex = setup_executor(*self.args)
             self.args = None
@@ -110,7 +110,7 @@ def run_ray(model_dir, table, cache_dir, config: AuditConfig, todo: list[CaseSpe
     ray = _import_ray()
     from pathlib import Path
 
-    from kdel.audit.workers import method_modules
+    from kdel.audit.execute import method_modules
 
     cpus = max(1, threads or 1)
     gpus = (1 if str(device).startswith("cuda") else 0) if gpus_per_worker is None else gpus_per_worker

@@ -8,50 +8,14 @@ file (one writer). A worker whose parent died stops.
 
 from __future__ import annotations
 
-import importlib
 import os
 import queue
 import traceback
 from collections import deque
-from pathlib import Path
 
 from kdel.audit.cases import AuditConfig, CaseSpec
+from kdel.audit.execute import method_modules, setup_executor
 from kdel.errors import UserError
-
-
-def method_modules(config: AuditConfig) -> list[str]:
-    """Modules defining the configured methods, imported by each worker so its registry has them."""
-    from kdel.delete import get_method
-
-    mods = []
-    for m in config.methods:
-        mod = type(get_method(m)).__module__
-        if mod != "__main__" and mod not in mods:
-            mods.append(mod)
-    return mods
-
-
-def setup_executor(model_dir, table, config: AuditConfig, cache_dir, device: str, threads: int | None, index: int,
-                   backend: str, modules: list[str], base_arrays: dict):
-    """Load the model in this process and return a ready CaseExecutor on the parent's base scores."""
-    from kdel.audit.evaluate import BaseScores
-    from kdel.audit.execute import CaseExecutor
-    from kdel.models.loading import load_model_for_table
-    from kdel.runtime import set_threads
-
-    set_threads(threads)
-    try:  # one weight-loading bar per worker would drown the parent's case progress bar
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except Exception:  # noqa: BLE001 - cosmetic only
-        pass
-    for mod in modules:
-        importlib.import_module(mod)
-    model, tok = load_model_for_table(model_dir, table, device)
-    base = BaseScores.from_arrays(tok, table, base_arrays)
-    return CaseExecutor(model, tok, table, config, base, cache_dir=Path(cache_dir), worker_index=index,
-                        backend=backend, device=device)
 
 
 def _worker_main(index, model_dir, table, config_json, cache_dir, device, threads, modules, base_arrays, inbox,

@@ -37,9 +37,9 @@ def _required(f: dataclasses.Field) -> bool:
 
 def _type_name(tp) -> str:
     if dataclasses.is_dataclass(tp):
-        return "object"
-    return {str: "string", int: "integer", float: "number", bool: "boolean", dict: "object", list: "list"}.get(
-        tp, str(tp).replace("typing.", ""))
+        return "an object"
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "an object",
+            list: "a list"}.get(tp, str(tp).replace("typing.", ""))
 
 
 def convert(value: Any, tp, where: str) -> Any:
@@ -87,7 +87,7 @@ def convert(value: Any, tp, where: str) -> Any:
     if ok is None:
         raise TypeError(f"unsupported annotation {tp!r} at {where}")
     if not ok(value):
-        raise CaseSchemaError(f"{where} must be a {_type_name(tp)}, got {type(value).__name__} {value!r:.40}")
+        raise CaseSchemaError(f"{where} must be {_type_name(tp)}, got {type(value).__name__} {value!r:.40}")
     return value
 
 
