@@ -156,3 +156,17 @@ def test_backend_checks(args, message):
 
     with pytest.raises(UserError, match=message):
         check_backend(*args)
+
+
+def test_methods_built_from_a_spec_equal_the_resolved_hyperparameters():
+    from kdel.audit.cases import AuditConfig, method_from_spec, resolve_hparams
+    from kdel.delete import list_methods
+
+    for name in list_methods():
+        hp, as_json = resolve_hparams(name, None)
+        assert method_from_spec(name, json.loads(json.dumps(as_json))).hparams == hp, name
+    cfg = AuditConfig(methods=("rome",), hparams={"rome": {"clamp_factor": 3.0}})
+    first = cfg.resolved_hparams()
+    assert first["rome"]["clamp_factor"] == 3.0 and cfg.resolved_hparams() is first  # resolved once
+    cfg.hparams = {"rome": {"clamp_factor": 2.0}}
+    assert cfg.resolved_hparams()["rome"]["clamp_factor"] == 2.0
