@@ -4,7 +4,8 @@ Output directory (one writer at a time: an flock on OUT/.kdel.lock held for the 
   audit_config.json   the config, the fingerprint inputs, provenance, the case ids (written before the cases)
   plan.json           the planned cases with their trace data (reused while every input that decides it is equal)
   cases/<id>.json     one case file per case, written atomically by this process when the case finishes
-  superseded/         case files a resume could not reuse (other settings, unreadable): moved here, never deleted
+  superseded/         case files a resume could not reuse (other settings, unreadable), and the config and summary
+                      of a run under other settings: moved here, never deleted
   summary.json        statistics over all cases of the plan (summary.summarize), with provenance
 A resume reuses a case file only when it is valid and its fingerprint equals the planned case's (store.py).
 """
@@ -100,6 +101,7 @@ def _run_locked(model_dir, table, out: Path, config: AuditConfig, workers, backe
     if targets is not None:
         write_plan(out, key, targets, specs)
     prov = provenance(device)
+    store.set_aside_run_files(out, config.to_json(), inputs, stale=bool(scan.stale))
     atomic_write_json(out / "audit_config.json", {
         "format": CONFIG_FORMAT,
         "config": config.to_json(),

@@ -262,3 +262,19 @@ def set_aside(out, items: list[Unusable]) -> list[Path]:
         os.replace(u.path, dest)
         moved.append(dest)
     return moved
+
+
+def set_aside_run_files(out, config_json: dict, inputs: dict, stale: bool) -> list[Path]:
+    """When OUT's audit_config.json records other settings than this run's, or case files of other settings
+    were found (`stale`), move audit_config.json and summary.json (which describe those cases) to
+    OUT/superseded/ before they are replaced."""
+    from kdel.io import read_json_object
+
+    out = Path(out)
+    old = read_json_object(out / "audit_config.json")
+    if not stale and (old is None or (old.get("config") == _normal(config_json) and old.get("inputs") == inputs)):
+        return []
+    tag = "run-" + sha256_text(dumps_json(old) if old else "no-config")[:12]
+    items = [Unusable(out / name, name.split(".")[0], [], tag) for name in ("audit_config.json", "summary.json")]
+    return set_aside(out, items)
+

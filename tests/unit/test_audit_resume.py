@@ -90,6 +90,8 @@ def test_changed_unrelated_size_recomputes_every_case_even_without_audit_config(
         kept = json.loads((out / "superseded" / f"{cid}.{old[cid]['fingerprint']['hash'][:12]}.json").read_text())
         assert kept == old[cid]  # the old results are kept, not overwritten
     assert json.loads((out / "plan.json").read_text())["key"] != plan_key  # plan.json is keyed by the settings
+    (old_summary,) = (out / "superseded").glob("summary.run-*.json")  # the old summary is kept too
+    assert json.loads(old_summary.read_text())["case_ids"] == first["case_ids"]
     assert len(json.loads((out / "audit_config.json").read_text())["unrelated_pool"]) == 30
 
     # a resume under the same settings reuses them all, without a warning
@@ -110,6 +112,11 @@ def test_one_scaled_weight_recomputes_every_case(trained_model_dir, scaled_model
     assert s["timing"]["cases_run"] == 2
     cfg = json.loads((out / "audit_config.json").read_text())
     assert cfg["model_dir"] == str(scaled_model.resolve())
+    # a third run back on the original model: the scaled model's config is kept, not overwritten
+    with pytest.warns(UserWarning, match="2 case files were computed under other settings"):
+        run_audit(trained_model_dir, table, out, config(), progress=False)
+    (kept,) = (out / "superseded").glob("audit_config.run-*.json")
+    assert json.loads(kept.read_text())["model_dir"] == str(scaled_model.resolve())
 
 
 def test_changed_corpus_recomputes_and_a_case_without_fingerprint_alone_is_recomputed(
