@@ -43,7 +43,7 @@ DEFAULT_PROMPTS = (
 )
 NGRAM_WEIGHTS = ((2, 2 / 3), (3, 4 / 3))  # (n, weight): ROME's bigram/trigram weighting
 MAX_PPL_RATIO = 2.0
-MAX_ENTROPY_DROP = 0.25
+MAX_ENTROPY_DROP = 0.3
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
@@ -91,14 +91,14 @@ def _in_vocabulary(tokenizer, text: str) -> bool:
 
 def choose_prompts(tokenizer, lines: list[str] | None = None, n: int = 10, n_words: int = 2) -> list[str]:
     """DEFAULT_PROMPTS when the tokenizer encodes every one of them; else the first `n_words` words of up to
-    `n` of `lines` (evenly spaced, in order, distinct, in-vocabulary)."""
+    `n` of `lines` (distinct, in-vocabulary; taken from evenly spaced lines first)."""
     if all(_in_vocabulary(tokenizer, p) for p in DEFAULT_PROMPTS):
         return list(DEFAULT_PROMPTS)
     lines = [ln for ln in (lines or []) if len(ln.split()) > n_words]
     step = max(1, len(lines) // max(n, 1))
     out: list[str] = []
-    for line in lines[::step]:
-        p = " ".join(line.split()[:n_words])
+    for i in sorted(range(len(lines)), key=lambda i: (i % step, i)):  # evenly spaced first, then their neighbours
+        p = " ".join(lines[i].split()[:n_words])
         if p not in out and _in_vocabulary(tokenizer, p):
             out.append(p)
         if len(out) == n:
