@@ -51,7 +51,7 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 class FluencyConfig:
     prompts: tuple[str, ...] | None = None  # None: DEFAULT_PROMPTS if in-vocabulary, else corpus line starts
     max_new_tokens: int = 40
-    heldout_tokens: int = 4000  # predicted tokens of held-out text (at most)
+    heldout_tokens: int = 1000  # predicted tokens of held-out text (at most)
     batch_size: int = 16
     max_ppl_ratio: float = MAX_PPL_RATIO
     max_entropy_drop: float = MAX_ENTROPY_DROP  # relative to the entropy before the edit
