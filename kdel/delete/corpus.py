@@ -147,19 +147,21 @@ def sample_self_corpus(model, tokenizer, n_tokens: int, seed: int, length: int =
 
     Each sequence starts at BOS (the model's unconditional distribution: what it was trained to produce at
     the start of a document) — or at a uniformly random non-special token when the tokenizer has no BOS —
-    and continues for up to `length` tokens, sampled at temperature 1 from the full softmax (no top-k:
-    greedy or truncated sampling would repeat a few high-probability phrases and under-represent the
-    key directions that rarer text excites). A sequence ends at EOS. Tokens are drawn from a CPU generator
+    and continues for up to `length` tokens, sampled at temperature 1 from the full softmax over every text
+    token and EOS (no top-k: greedy or truncated sampling would repeat a few high-probability phrases and
+    under-represent the key directions that rarer text excites). A sequence ends at EOS. Tokens are drawn from a CPU generator
     seeded with `seed`, so the same seed gives the same text (on the same device and weights).
     """
     from kdel.models.generation import extend, room, sampler
 
     gen = torch.Generator().manual_seed(int(seed))
     eos = getattr(tokenizer, "eos_token_id", None)
-    # special tokens other than EOS (padding, unknown, BOS) are not text: never sampled
-    banned = [i for i in (getattr(tokenizer, "all_special_ids", None) or []) if i != eos]
-    choose = sampler(gen, temperature=1.0, banned=banned)
     vocab = int(model.get_input_embeddings().weight.shape[0])
+    # special tokens other than EOS (padding, unknown, BOS) are not text, nor are embedding rows the tokenizer
+    # does not know (vocabularies padded to a round size): never sampled
+    banned = [i for i in (getattr(tokenizer, "all_special_ids", None) or []) if i != eos]
+    banned += list(range(len(tokenizer), vocab))
+    choose = sampler(gen, temperature=1.0, banned=banned)
     steps = room(model, 1, length)
     if steps < 1:
         raise UserError("the model's context is too short to sample a self corpus")
