@@ -164,7 +164,8 @@ def main() -> None:
           f"{n_params / 1e6:.1f}M parameters ({model_bytes / 2**30:.2f} GiB float32); corpus {n_tokens} tokens "
           f"({len(ids)} x {args.seq}); torch threads {args.threads}; RSS before the model {rss_start / 2**30:.2f} GiB, "
           f"with it {rss_model / 2**30:.2f} GiB\n")
-    print("| phase | CPU s / 10k tokens | × full forward | target (l+1)/L + 0.10 | peak RSS GiB | peak − (process with model) GiB |")
+    print("| phase | CPU s / 10k tokens | × full forward | target (l+1)/L + 0.10 | peak RSS GiB "
+          "| peak − (process with model) GiB |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         ratio = r["cpu_s"] / full["cpu_s"]

@@ -149,8 +149,8 @@ def sample_self_corpus(model, tokenizer, n_tokens: int, seed: int, length: int =
     the start of a document) — or at a uniformly random non-special token when the tokenizer has no BOS —
     and continues for up to `length` tokens, sampled at temperature 1 from the full softmax over every text
     token and EOS (no top-k: greedy or truncated sampling would repeat a few high-probability phrases and
-    under-represent the key directions that rarer text excites). A sequence ends at EOS. Tokens are drawn from a CPU generator
-    seeded with `seed`, so the same seed gives the same text (on the same device and weights).
+    under-represent the key directions that rarer text excites). A sequence ends at EOS. Tokens are drawn
+    from a CPU generator seeded with `seed`, so the same seed gives the same text (same device and weights).
     """
     from kdel.models.generation import extend, room, sampler
 

@@ -195,7 +195,8 @@ def measure_fluency(model, tokenizer, prompts: list[str], heldout: list[str],
 
 def compare_fluency(before: FluencyScore, after: FluencyScore, config: FluencyConfig = FluencyConfig()) -> dict:
     """Before/after numbers, their ratio and relative drop, and the `wrecked` flag with its reasons."""
-    ratio = after.perplexity / before.perplexity if before.perplexity_tokens and after.perplexity_tokens else float("nan")
+    measured = before.perplexity_tokens and after.perplexity_tokens
+    ratio = after.perplexity / before.perplexity if measured else float("nan")
     drop = (before.entropy - after.entropy) / before.entropy if before.entropy > 0 else float("nan")
     reasons = []
     if not ratio <= config.max_ppl_ratio and not math.isnan(ratio):
