@@ -103,6 +103,10 @@ def audit_command(
     config.validate()
     _check_backend(backend, workers)
     from kdel.audit.runner import check_layers, run_audit
+    from kdel.outputs import check_out_dir
+
+    # the output rule, early (run_audit applies it too; only the CLI knows the --hparams file's path)
+    check_out_dir(out, "audit", inputs=[model, kg, facts, corpus, traces, hparams])
     from kdel.facts import load_fact_table
     from kdel.models.loading import check_model_dir
 

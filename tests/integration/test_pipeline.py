@@ -27,7 +27,7 @@ def test_preset_overrides_parse_and_reject_unknown_fields():
 def test_spread_by_popularity_keeps_both_extremes():
     from types import SimpleNamespace
 
-    from kdel.pipeline.run import spread_by_popularity
+    from kdel.trace.stage import spread_by_popularity
 
     facts = [SimpleNamespace(id=i, subject_popularity=float((i * 7) % 23)) for i in range(40)]
     got = spread_by_popularity(facts, 5)
