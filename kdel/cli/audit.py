@@ -93,6 +93,10 @@ def audit_command(
         raise UserError("--corpus goes with --facts (a KG bundle has its own corpus)")
     if traces is not None and not traces.is_dir():
         raise UserError(f"--traces {traces} is not a directory")
+    from kdel.outputs import check_out_dir
+
+    # the output rule, before any work (run_audit applies it as well)
+    check_out_dir(out, "audit", inputs=[model, kg, facts, corpus, traces, hparams])
     method_list = parse_list(methods, "--methods")
     config = AuditConfig(
         methods=method_list, objective=objective, sites=parse_list(sites, "--sites"), layers=parse_layers(layers),
@@ -103,10 +107,6 @@ def audit_command(
     config.validate()
     _check_backend(backend, workers)
     from kdel.audit.runner import check_layers, run_audit
-    from kdel.outputs import check_out_dir
-
-    # the output rule, early (run_audit applies it too; only the CLI knows the --hparams file's path)
-    check_out_dir(out, "audit", inputs=[model, kg, facts, corpus, traces, hparams])
     from kdel.facts import load_fact_table
     from kdel.models.loading import check_model_dir
 

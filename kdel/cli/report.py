@@ -28,7 +28,7 @@ def report_command(
     A truncated or corrupted case file is named in a one-line warning and left out of every number
     (listed in the report too); with --strict it is an error (exit 2).
     """
-    from kdel.report.html import render_report
+    from kdel.report.stage import write_report
     from kdel.runtime import set_threads
 
     set_threads(threads)
@@ -39,25 +39,11 @@ def report_command(
     out_html = out if out is not None else audit / "report.html"
     if out_html.exists() and out_html.is_dir():
         raise UserError(f"--out {out_html} is a directory: give a file name such as report.html")
-    plots_dir = plots if plots is not None else out_html.parent / "plots"
-    check_report_outputs(audit, out_html, plots_dir, force)
-    res = render_report(audit, out_html, plots_dir=plots_dir, strict=strict, title=title)
+    res = write_report(audit, out_html, plots_dir=plots, force=force, strict=strict, title=title)
     n = sum(len(a.cases) for a in res.audits)
     skipped = f", {len(res.skipped)} invalid file(s) skipped" if res.skipped else ""
     typer.echo(f"report of {n} cases ({', '.join(a.label for a in res.audits)}{skipped}), "
                f"{len(res.plots)} plots -> {out_html}")
-
-
-def check_report_outputs(audit: Path, out_html: Path, plots_dir: Path, force: bool = False) -> None:
-    """The output rule for a report: the HTML file replaces only a report kdel wrote (or any file with
-    `force`), the plot folder is missing, empty or holds only PNGs; neither touches the audits' own files."""
-    from kdel.outputs import check_out_dir, check_out_file, is_kdel_report
-    from kdel.report.data import discover_audits
-
-    inputs = [d / name for _, d in discover_audits(audit)
-              for name in ("cases", "audit_config.json", "summary.json", "plan.json")]
-    check_out_file(out_html, inputs=inputs, force=force, recognise=is_kdel_report, what="--out")
-    check_out_dir(plots_dir, "plots", inputs=inputs, what="--plots")
 
 
 def register(app: typer.Typer) -> None:

@@ -181,12 +181,12 @@ def _run_locked(out: Path, preset: PipelinePreset, opts: PipelineOptions) -> Pip
 
 def write_report(out: Path, preset: PipelinePreset) -> Path:
     """RUN/report.html + RUN/plots/ over every graph, and RUN/summary.json (summaries re-computed from cases)."""
-    from kdel.report.html import render_report
+    from kdel.report.stage import write_report as write_html
 
     sources = {g.upper(): out / g / "audit" for g in preset.graphs}
-    res = render_report(sources, out / "report.html", plots_dir=out / "plots",
-                        title=f"kdel pipeline ({preset.name} preset): deletion audit, "
-                              f"{' vs '.join(g.upper() for g in preset.graphs)}")
+    res = write_html(sources, out / "report.html", plots_dir=out / "plots",
+                     title=f"kdel pipeline ({preset.name} preset): deletion audit, "
+                           f"{' vs '.join(g.upper() for g in preset.graphs)}")
     state = read_json_object(out / "pipeline.json") or {}
     summary = {
         "format": "kdel-run-summary/1",
