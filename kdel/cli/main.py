@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 
 import click
 import typer
@@ -72,19 +71,12 @@ def one_line(message) -> str:
     return " ".join(str(message).split())
 
 
-def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """The one warning handler: `kdel: warning: <the message on one line>` on stderr."""
-    print(f"kdel: warning: {one_line(message)}", file=sys.stderr if file is None else file)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (used by tests and by `run`)."""
+    from kdel.runtime import one_line_warnings
+
     _quiet_libraries()
-    with warnings.catch_warnings():
-        warnings.showwarning = show_warning
-        # developer-facing notices of third-party libraries are not the user's business
-        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
-            warnings.filterwarnings("ignore", category=category)
+    with one_line_warnings():  # every warning, kdel's or a library's, as one `kdel: warning:` line
         return _main(argv)
 
 
