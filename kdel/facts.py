@@ -73,7 +73,31 @@ class FactTable:
             raise UserError(f"facts file {path} is a directory, not a JSON-lines file")
         if not path.is_file():
             raise UserError(f"facts file {path} does not exist")
-        rows = _parse_fact_lines(path)
+        rows = []
+        seen: dict[tuple, tuple[int, str]] = {}  # for _check_line: the first line giving each key a target
+        # a blank line is refused: fact id = 0-based line number must stay true
+        for lineno, row in read_jsonl(path, blank_lines=False):
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{lineno}: each line must be a JSON object")
+            for key in ("subject", "prompt", "target"):
+                if not isinstance(row.get(key), str) or not row[key].strip():
+                    raise UserError(f"{path}:{lineno}: missing or empty field {key!r}")
+            if row["subject"] not in row["prompt"]:
+                raise UserError(f"{path}:{lineno}: subject {row['subject']!r} does not occur in its prompt")
+            for key in ("paraphrases", "prompts"):
+                if key in row and not (
+                    isinstance(row[key], list) and all(isinstance(p, str) and p.strip() for p in row[key])
+                ):
+                    raise UserError(f"{path}:{lineno}: {key!r} must be a list of non-empty strings")
+            for key in ("popularity", "object_popularity"):
+                if key in row and (not isinstance(row[key], (int, float)) or isinstance(row[key], bool)):
+                    raise UserError(f"{path}:{lineno}: {key!r} must be a number")
+            if "relation" in row and row["relation"] is not None and not isinstance(row["relation"], str):
+                raise UserError(f"{path}:{lineno}: 'relation' must be a string")
+            _check_line(path, lineno, row, seen)
+            rows.append(row)
+        if not rows:
+            raise UserError(f"facts file {path} has no facts")
         mentions = Counter()
         for r in rows:
             mentions[r["subject"]] += 1
@@ -109,11 +133,7 @@ class FactTable:
             cpath = Path(corpus)
             if not cpath.is_file():
                 raise UserError(f"corpus file {cpath} does not exist")
-            try:
-                text = cpath.read_text(encoding="utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(f"corpus file {cpath} is not UTF-8 text (byte {e.start})") from None
-            corpus_lines = [ln for ln in text.splitlines() if ln.strip()]
+            corpus_lines = [ln for ln in cpath.read_text(encoding="utf-8").splitlines() if ln.strip()]
             meta["corpus_hash"] = sha256_text("\n".join(corpus_lines))
         return cls(facts, "facts", sha256_file(path), corpus=corpus_lines, meta=meta)
 
@@ -196,62 +216,27 @@ class FactTable:
                 raise UserError(f"{where}: target {f.target!r} cannot be encoded: {why}")
 
 
-def _check_phrasing(path: Path, lineno: int, key: str, text: str) -> None:
-    if text != text.rstrip():
-        raise UserError(f"{path}:{lineno}: {key} {text!r} ends with whitespace; write it without trailing spaces "
-                        f"(the target is appended after one space)")
-
-
-def _parse_fact_lines(path: Path) -> list[dict]:
-    """The validated rows of a facts file, one per line (a blank line is refused: fact id = 0-based line number).
-
-    Refused with one line naming the file and line(s): a line that is not a JSON object, a missing or empty
-    field, a subject absent from its prompt, a prompt (or extra prompt, paraphrase) ending in whitespace,
-    fields of the wrong type, and two lines giving different targets for the same (subject, relation), or
-    for the same prompt."""
-    rows = []
-    for lineno, row in read_jsonl(path, blank_lines=False):
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{lineno}: each line must be a JSON object")
-        for key in ("subject", "prompt", "target"):
-            if not isinstance(row.get(key), str) or not row[key].strip():
-                raise UserError(f"{path}:{lineno}: missing or empty field {key!r}")
-        if row["subject"] not in row["prompt"]:
-            raise UserError(f"{path}:{lineno}: subject {row['subject']!r} does not occur in its prompt")
-        for key in ("paraphrases", "prompts"):
-            if key in row and not (
-                isinstance(row[key], list) and all(isinstance(p, str) and p.strip() for p in row[key])
-            ):
-                raise UserError(f"{path}:{lineno}: {key!r} must be a list of non-empty strings")
-        _check_phrasing(path, lineno, "prompt", row["prompt"])
-        for key in ("prompts", "paraphrases"):
-            for text in row.get(key, []):
-                _check_phrasing(path, lineno, f"{key[:-1]}", text)
-        for key in ("popularity", "object_popularity"):
-            if key in row and (not isinstance(row[key], (int, float)) or isinstance(row[key], bool)):
-                raise UserError(f"{path}:{lineno}: {key!r} must be a number")
-        if "relation" in row and row["relation"] is not None and not isinstance(row["relation"], str):
-            raise UserError(f"{path}:{lineno}: 'relation' must be a string")
-        rows.append((lineno, row))
-    if not rows:
-        raise UserError(f"facts file {path} has no facts")
-    _check_conflicts(path, rows)
-    return [row for _, row in rows]
-
-
-def _check_conflicts(path: Path, rows: list[tuple[int, dict]]) -> None:
-    """One object per (subject, relation), and per prompt: a second, different target is a contradiction."""
-    seen: dict[tuple, tuple[int, str]] = {}
-    for lineno, row in rows:
-        keys = [("prompt", row["prompt"])]
-        if row.get("relation") is not None:
-            keys.insert(0, ("subject and relation", row["subject"], row["relation"]))
-        for key in keys:
-            first = seen.setdefault(key, (lineno, row["target"]))
-            if first[1] != row["target"]:
-                what = ", ".join(repr(k) for k in key[1:])
-                raise UserError(f"{path}: lines {first[0]} and {lineno} give the same {key[0]} ({what}) two "
-                                f"different targets, {first[1]!r} and {row['target']!r}; keep one")
+def _check_line(path: Path, lineno: int, row: dict, seen: dict) -> None:
+    """Facts-file checks beyond the fields' types: no prompt, extra prompt or paraphrase ending in whitespace
+    (the target is appended after one space), and one target per (subject, relation) and per prompt (a
+    second, different target is a contradiction; compared with surrounding whitespace stripped). `seen` maps
+    each key to the first (line, target) that used it."""
+    for key, texts in (("prompt", [row["prompt"]]), ("prompt", row.get("prompts", [])),
+                       ("paraphrase", row.get("paraphrases", []))):
+        for text in texts:
+            if text != text.rstrip():
+                raise UserError(f"{path}:{lineno}: {key} {text!r} ends with whitespace; write it without trailing "
+                                f"spaces (the target is appended after one space)")
+    keys = [("prompt", row["prompt"])]
+    if row.get("relation") is not None:
+        keys.insert(0, ("subject and relation", row["subject"].strip(), row["relation"].strip()))
+    target = row["target"].strip()
+    for key in keys:
+        first = seen.setdefault(key, (lineno, target))
+        if first[1] != target:
+            what = ", ".join(repr(k) for k in key[1:])
+            raise UserError(f"{path}: lines {first[0]} and {lineno} give the same {key[0]} ({what}) two different "
+                            f"targets, {first[1]!r} and {target!r}; keep one")
 
 
 def fact_to_json(f: Fact) -> dict:
