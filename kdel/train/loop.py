@@ -162,6 +162,14 @@ def _loss(model, ids, labels, obj, weights):
 
 def train_model(kg_or_dir, out_dir, config: TrainConfig | None = None, progress: bool = True) -> TrainReport:
     """Train `config.preset` on the KG's corpus, save the model directory, return the report."""
+    from kdel.outputs import check_out_dir
+
+    config = config or TrainConfig()
+    config.validate()
+    preset = get_preset(config.preset)
+    inputs = [kg_or_dir] if isinstance(kg_or_dir, (str, Path)) else []
+    out = check_out_dir(out_dir, "model", inputs=inputs)  # before anything slow: bad input fails at once
+
     import torch
     from transformers import GPT2LMHeadModel
 
@@ -169,14 +177,8 @@ def train_model(kg_or_dir, out_dir, config: TrainConfig | None = None, progress:
     from kdel.io import atomic_write_json, staged_dir
     from kdel.models.loading import MODEL_META, save_model
     from kdel.models.tokenizer import build_word_tokenizer
-    from kdel.outputs import check_out_dir
     from kdel.runtime import resolve_device, seed_everything, set_threads
 
-    config = config or TrainConfig()
-    config.validate()
-    preset = get_preset(config.preset)
-    inputs = [kg_or_dir] if isinstance(kg_or_dir, (str, Path)) else []
-    out = check_out_dir(out_dir, "model", inputs=inputs)
     device = resolve_device(config.device)
     threads = set_threads(config.threads) if config.threads is not None else torch.get_num_threads()
     kg = load_kg(kg_or_dir)
