@@ -76,7 +76,7 @@ def main() -> None:
     ex.run(specs[0])  # warm-up (and the method's key statistics, cached)
     rows = []
     for spec in specs:
-        doc = ex.run(spec)
+        doc = ex.run(spec).to_json()
         fact = table.fact(spec.fact_ids[0])
         r = base.rows
         union = list(r.canonical) + [x for x in r.train[fact.id] + r.para[fact.id] if x not in set(r.canonical)]

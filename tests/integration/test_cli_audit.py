@@ -1,4 +1,4 @@
-"""`kdel audit` end to end: bad arguments, kill -9 and resume, two worker processes."""
+"""`kdel audit` end to end: bad arguments, one writer per --out, kill -9 and resume, two worker processes."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ def _subprocess(args: list[str]) -> subprocess.Popen:
         (["--workers", "0"], "--workers"),
         (["--backend", "spark"], "backend"),
         (["--unrelated", "-1"], "--unrelated"),
+        (["--unrelated", "0"], "wrecked-model check"),
+        (["--gpus-per-worker", "0.5"], "applies to --backend ray"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(trained_model_dir, tiny_kg_dir, tmp_path, capsys, extra, message):
@@ -91,21 +93,41 @@ def test_cli_audit_small_run(trained_model_dir, tiny_kg_dir, tmp_path, capsys):
     assert len(cases) == 2 and all(c["spec"]["hparams"]["k"] == 40 for c in cases)
     assert json.loads((out / "summary.json").read_text())["n_cases"] == 2
     assert "2 cases" in capsys.readouterr().out
+    before = {p.name: p.read_bytes() for p in (out / "cases").glob("*.json")}
+    rc = main(_cli_args(trained_model_dir, tiny_kg_dir, out, "--layers", "2", "--per-bin", "1", "--bins", "2",
+                        "--sites", "last", "--hparams", str(hp), "--no-tracing-effect", "--unrelated", "30",
+                        "--no-recompute"))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "probe.unrelated_size 40 -> 30" in err, err
+    assert {p.name: p.read_bytes() for p in (out / "cases").glob("*.json")} == before
 
 
 @pytest.mark.slow
-def test_kill_and_resume_gives_the_same_summary(trained_model_dir, tiny_kg_dir, tiny_kg, tmp_path):
+def test_one_writer_then_kill_and_resume_gives_the_same_summary(trained_model_dir, tiny_kg_dir, tiny_kg, tmp_path):
+    hp = tmp_path / "hp.yaml"
+    hp.write_text("sleep_s: 0.4\n")
     out = tmp_path / "killed"
-    args = _cli_args(trained_model_dir, tiny_kg_dir, out, "--layers", "all", "--sites", "subject_last,last",
-                     "--per-bin", "2", "--bins", "5")
+    args = ["audit", "--model", str(trained_model_dir), "--kg", str(tiny_kg_dir), "--out", str(out), "--methods",
+            "toy-slow", "--hparams", str(hp), "--unrelated", "40", "--quiet", "--no-tracing-effect", "--layers",
+            "1,3", "--sites", "subject_last,last", "--per-bin", "2", "--bins", "5"]
     proc = _subprocess(args)
     cases_dir = out / "cases"
-    deadline = time.time() + 240
+    deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if cases_dir.is_dir() and len(list(cases_dir.glob("*.json"))) >= 5:
+        if cases_dir.is_dir() and len(list(cases_dir.glob("*.json"))) >= 2:
             break
         time.sleep(0.05)
     assert proc.poll() is None, f"finished before it could be killed: {proc.communicate()[1][-2000:]}"
+
+    # a second writer on the same --out exits 2, naming the holder, while the first keeps running
+    second = _subprocess(args)
+    _, err2 = second.communicate(timeout=300)
+    assert second.returncode == 2, err2[-2000:]
+    assert err2.strip().splitlines() == [err2.strip()] and f"(pid {proc.pid})" in err2 and "in use" in err2
+    assert proc.poll() is None, "the first run ended before the second was refused: make the cases slower"
+    while len(list(cases_dir.glob("*.json"))) < 5 and proc.poll() is None:
+        time.sleep(0.05)
+
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     finished = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in cases_dir.glob("*.json")}
@@ -113,7 +135,7 @@ def test_kill_and_resume_gives_the_same_summary(trained_model_dir, tiny_kg_dir, 
     assert 5 <= len(finished) < n_total
     time.sleep(0.05)
 
-    proc = _subprocess(args)
+    proc = _subprocess(args)  # the kernel released the killed run's lock: this run takes over
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-2000:]
     for name, stamp in finished.items():
@@ -123,8 +145,8 @@ def test_kill_and_resume_gives_the_same_summary(trained_model_dir, tiny_kg_dir, 
     resumed = json.loads((out / "summary.json").read_text())
     assert resumed["timing"]["cases_run"] == n_total - len(finished)
 
-    config = AuditConfig(methods=("toy-ablate",), sites=("subject_last", "last"), layers="all", per_bin=2,
-                         n_bins=5, unrelated_size=40)
+    config = AuditConfig(methods=("toy-slow",), sites=("subject_last", "last"), layers=(1, 3), per_bin=2,
+                         n_bins=5, unrelated_size=40, hparams={"toy-slow": {"sleep_s": 0.4}}, tracing_effect=False)
     whole = run_audit(trained_model_dir, FactTable.from_kg(tiny_kg), tmp_path / "whole", config, progress=False)
     assert _strip_timing(json.loads(json.dumps(whole))) == _strip_timing(resumed)
 

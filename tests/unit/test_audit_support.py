@@ -1,5 +1,6 @@
-"""A tiny deletion method for the audit's tests (no tests here): ablate the MLP hidden units most active
-at the edit site, i.e. scale those rows of the MLP output matrix. Importing this module registers it."""
+"""Tiny deletion methods for the audit's tests (no tests here). toy-ablate: ablate the MLP hidden units most active
+at the edit site, i.e. scale those rows of the MLP output matrix; toy-slow: the same, waiting `sleep_s` per edit.
+Importing this module registers both."""
 
 from __future__ import annotations
 
@@ -50,3 +51,22 @@ class ToyAblate(DeletionMethod):
         w = ctx.adapter.mlp_out_weight(layer)
         w[:, top] *= self.hparams.factor
         return {"units": sorted(int(i) for i in top)}
+
+
+@dataclass
+class ToySlowHparams(ToyHparams):
+    sleep_s: float = 0.5  # seconds each edit waits, so a test can act while a run is in the middle of its cases
+
+
+@register_method
+class ToySlow(ToyAblate):
+    """toy-ablate that takes `sleep_s` per edit (for kill, lock and Ray tests)."""
+
+    name = "toy-slow"
+    hparams_class = ToySlowHparams
+
+    def edit(self, ctx, request):
+        import time
+
+        time.sleep(self.hparams.sleep_s)
+        return super().edit(ctx, request)
