@@ -69,10 +69,14 @@ class FactTable:
     @classmethod
     def from_jsonl(cls, path: str | Path, corpus: str | Path | None = None) -> FactTable:
         path = Path(path)
+        if path.is_dir():
+            raise UserError(f"facts file {path} is a directory, not a JSON-lines file")
         if not path.is_file():
             raise UserError(f"facts file {path} does not exist")
         rows = []
-        for lineno, row in read_jsonl(path):
+        seen: dict[tuple, tuple[int, str]] = {}  # for _check_line: the first line giving each key a target
+        # a blank line is refused: fact id = 0-based line number must stay true
+        for lineno, row in read_jsonl(path, blank_lines=False):
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{lineno}: each line must be a JSON object")
             for key in ("subject", "prompt", "target"):
@@ -90,6 +94,7 @@ class FactTable:
                     raise UserError(f"{path}:{lineno}: {key!r} must be a number")
             if "relation" in row and row["relation"] is not None and not isinstance(row["relation"], str):
                 raise UserError(f"{path}:{lineno}: 'relation' must be a string")
+            _check_line(path, lineno, row, seen)
             rows.append(row)
         if not rows:
             raise UserError(f"facts file {path} has no facts")
@@ -141,8 +146,8 @@ class FactTable:
 
     def fact(self, fact_id: int) -> Fact:
         if not 0 <= fact_id < len(self.facts):
-            what = "triple id" if self.source == "kg" else "line number (0-based)"
-            raise UserError(f"fact {fact_id} does not exist: valid {what}s are 0..{len(self.facts) - 1}")
+            what = "triple ids" if self.source == "kg" else "fact ids (0-based line numbers)"
+            raise UserError(f"fact {fact_id} does not exist: valid {what} are 0..{len(self.facts) - 1}")
         return self.facts[fact_id]
 
     def __getitem__(self, fact_id: int) -> Fact:
@@ -209,6 +214,29 @@ class FactTable:
             if why:
                 where = f"line {f.id + 1}" if self.source == "facts" else f"triple {f.id}"
                 raise UserError(f"{where}: target {f.target!r} cannot be encoded: {why}")
+
+
+def _check_line(path: Path, lineno: int, row: dict, seen: dict) -> None:
+    """Facts-file checks beyond the fields' types: no prompt, extra prompt or paraphrase ending in whitespace
+    (the target is appended after one space), and one target per (subject, relation) and per prompt (a
+    second, different target is a contradiction; compared with surrounding whitespace stripped). `seen` maps
+    each key to the first (line, target) that used it."""
+    for key, texts in (("prompt", [row["prompt"]]), ("prompt", row.get("prompts", [])),
+                       ("paraphrase", row.get("paraphrases", []))):
+        for text in texts:
+            if text != text.rstrip():
+                raise UserError(f"{path}:{lineno}: {key} {text!r} ends with whitespace; write it without trailing "
+                                f"spaces (the target is appended after one space)")
+    keys = [("prompt", row["prompt"])]
+    if row.get("relation") is not None:
+        keys.insert(0, ("subject and relation", row["subject"].strip(), row["relation"].strip()))
+    target = row["target"].strip()
+    for key in keys:
+        first = seen.setdefault(key, (lineno, target))
+        if first[1] != target:
+            what = ", ".join(repr(k) for k in key[1:])
+            raise UserError(f"{path}: lines {first[0]} and {lineno} give the same {key[0]} ({what}) two different "
+                            f"targets, {first[1]!r} and {target!r}; keep one")
 
 
 def fact_to_json(f: Fact) -> dict:

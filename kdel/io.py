@@ -55,16 +55,28 @@ def read_json_object(path: str | Path) -> dict | None:
     return d if isinstance(d, dict) else None
 
 
-def read_jsonl(path: str | Path) -> list[tuple[int, object]]:
+def read_jsonl(path: str | Path, blank_lines: bool = True) -> list[tuple[int, object]]:
     """(1-based line number, parsed value) of each non-blank line; a line that is not JSON is a UserError
-    naming the file and line."""
+    naming the file and line. With `blank_lines=False` a blank line is a UserError too (where line numbers
+    are ids, a skipped line would shift every id after it)."""
     from kdel.errors import UserError
 
     path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start}): expected JSON lines") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, not a JSON-lines file") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
-            continue
+            if blank_lines:
+                continue
+            raise UserError(f"{path}:{lineno}: blank line; every line must hold one JSON object (ids are line "
+                            f"numbers): remove it")
         try:
             rows.append((lineno, json.loads(line)))
         except json.JSONDecodeError as e:

@@ -54,6 +54,11 @@ def _trace_dir(d: Path) -> bool:
     return _has_format("traces.jsonl", "kdel-trace/")(d) or _has_format("summary.json", "kdel-trace-summary/")(d)
 
 
+def _plots_dir(d: Path) -> bool:
+    """A plot folder: nothing in it but PNG files (what `kdel report` writes)."""
+    return all(p.is_file() and p.suffix.lower() == ".png" for p in d.iterdir() if p.name != LOCK_FILE)
+
+
 # kind -> (what to call it, recogniser of a directory that kind of command wrote)
 KINDS: dict[str, tuple[str, Callable[[Path], bool]]] = {
     "kg": ("KG bundle", _has_format("kg.json", "kdel-kg/")),
@@ -65,7 +70,26 @@ KINDS: dict[str, tuple[str, Callable[[Path], bool]]] = {
     "pipeline": ("pipeline run", _has_format("pipeline.json", "kdel-run/")),
     "sweep": ("sweep", _has_format("sweep.json", "kdel-sweep/")),
     "forget": ("forget run", _has_format("forget.json", "kdel-forget/")),
+    "plots": ("plot", _plots_dir),
 }
+
+REPORT_GENERATOR = "kdel"  # <meta name="generator" content="kdel"> marks a report kdel wrote
+
+
+def is_kdel_report(path) -> bool:
+    """Whether `path` is an HTML report that kdel wrote (its generator marker, or the heading kdel's reports
+    had before the marker existed)."""
+    import re
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    if re.search(r"<meta\s+name=[\"']?generator[\"']?\s+content=[\"']?kdel\b", head, re.IGNORECASE):
+        return True
+    return (head.startswith("<!DOCTYPE html><html lang=en><head><meta charset='utf-8'>")
+            and "<p class=note>Generated " in head and " from the case files of " in head)
 
 
 def _resolve(p) -> Path:
@@ -105,23 +129,23 @@ def is_kind(d, kind: str) -> bool:
     return KINDS[kind][1](Path(d))
 
 
-def check_out_dir(out, kind: str, inputs: Iterable = ()) -> Path:
+def check_out_dir(out, kind: str, inputs: Iterable = (), what: str = "--out") -> Path:
     """Apply the output rule to a directory output; returns the path. Raises UserError when refused."""
     if kind not in KINDS:
         raise ValueError(f"unknown output kind {kind!r}")
     out = Path(out)
-    check_not_input(out, inputs)
+    check_not_input(out, inputs, what=what)
     label, recognise = KINDS[kind]
     if not out.exists() and not out.is_symlink():
         return out
     if not out.is_dir():
-        raise UserError(f"refusing to write into {out}: it is a file, not a directory; choose another --out")
+        raise UserError(f"refusing to write into {out}: it is a file, not a directory; choose another {what}")
     try:
         entries = _entries(out)
     except OSError as e:
         raise UserError(f"cannot read the output directory {out}: {e.strerror}") from None
     if entries and not recognise(out):
-        raise UserError(f"refusing to write into {out}: it is not a kdel {label} directory; choose another --out")
+        raise UserError(f"refusing to write into {out}: it is not a kdel {label} directory; choose another {what}")
     return out
 
 

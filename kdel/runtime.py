@@ -1,9 +1,12 @@
-"""Process-wide runtime settings: threads, device, seeds."""
+"""Process-wide runtime settings: threads, device, seeds, and how warnings are shown."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import sys
+import warnings
 
 from kdel.errors import UserError
 
@@ -45,3 +48,29 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+# developer-facing notices of third-party libraries: not the user's business
+_HIDDEN = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
+def show_warning(message, category=None, filename=None, lineno=None, file=None, line=None) -> None:
+    """The one warning handler: `kdel: warning: <the message on one line>` on stderr."""
+    text = " ".join(str(message).split())
+    print(f"kdel: warning: {text}", file=sys.stderr if file is None else file, flush=True)
+
+
+def install_warning_handler() -> None:
+    """Show every warning of this process as one `kdel: warning:` line (for worker processes the CLI starts;
+    the CLI itself uses `one_line_warnings`). Library code keeps calling warnings.warn."""
+    warnings.showwarning = show_warning
+    for category in _HIDDEN:
+        warnings.filterwarnings("ignore", category=category)
+
+
+@contextlib.contextmanager
+def one_line_warnings():
+    """`install_warning_handler` for the duration of a `with` block; the previous handler comes back after."""
+    with warnings.catch_warnings():
+        install_warning_handler()
+        yield

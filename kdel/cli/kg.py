@@ -32,7 +32,8 @@ def _relations(value: str) -> int | str:
 
 @kg_app.command("generate")
 def generate_cmd(
-    out: Path = typer.Option(..., "--out", help="Bundle directory to write (kg.json, corpus.txt, graph.graphml)."),
+    out: Path = typer.Option(..., "--out", help="Bundle directory to write (kg.json, corpus.txt, graph.graphml): "
+                             "missing, empty or a KG bundle."),
     topology: str = typer.Option("ba", "--topology", help="ba | er | powerlaw"),
     entities: int = typer.Option(200, "--entities", help="Number of graph nodes (entities)."),
     relations: str = typer.Option("50", "--relations", help="Number of relations, or 'auto' (the largest degree)."),
@@ -51,17 +52,16 @@ def generate_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
 ) -> None:
     """Generate a synthetic KG bundle (written atomically; an existing bundle is replaced whole)."""
-    from synth_kg import KGConfig, generate
+    from synth_kg import KGConfig
+
+    from kdel.kg import generate_kg
 
     _common(device, threads, seed)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output path {out} exists and is not a directory")
     cfg = KGConfig(topology=topology, entities=entities, relations=_relations(relations), seed=seed, ba_m=ba_m,
                    edges=edges, exponent=exponent, templates_per_relation=templates, heldout_per_relation=heldout,
                    attribute_relations=attribute_relations, attribute_pool=attribute_pool, exposure=exposure,
                    repeats=repeats, singletons=singletons)
-    kg = generate(cfg)
-    kg.save(out)
+    kg = generate_kg(out, cfg)
     typer.echo(
         f"wrote {out}: {len(kg.entities)} entities, {len(kg.relations)} relations, {len(kg.triples)} triples, "
         f"{len(kg.dropped)} dropped, hash {kg.content_hash()[:12]}", err=True)
@@ -72,6 +72,7 @@ def stats_cmd(
     directory: Path = typer.Argument(..., help="A KG bundle directory."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a log-log degree histogram to this PNG file."),
     top: int = typer.Option(10, "--top", help="How many hubs to list."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --plot file."),
     seed: int = typer.Option(0, "--seed", help="Unused here (accepted for uniformity)."),
     device: Optional[str] = typer.Option(None, "--device", help="Unused here (accepted for uniformity)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
@@ -87,6 +88,10 @@ def stats_cmd(
         raise UserError(f"--plot must name a .png file, got {plot}")
     if top < 0:
         raise UserError(f"--top must be >= 0, got {top}")
+    if plot is not None:
+        from kdel.outputs import check_out_file
+
+        check_out_file(plot, inputs=[directory], force=force, what="--plot")
     kg = KnowledgeGraph.load(directory)
     console = Console()
     for table in stats_tables(kg, top):
@@ -94,8 +99,6 @@ def stats_cmd(
     if plot is not None:
         from kdel.io import atomic_write_bytes
 
-        if plot.exists() and plot.is_dir():
-            raise UserError(f"--plot {plot} is a directory")
         atomic_write_bytes(plot, degree_plot_png(kg))
         console.print(f"wrote {plot}")
 
@@ -103,23 +106,19 @@ def stats_cmd(
 @kg_app.command("export-facts")
 def export_facts_cmd(
     directory: Path = typer.Argument(..., help="A KG bundle directory."),
-    out: Path = typer.Argument(..., help="The facts file to write (JSON lines)."),
+    out: Path = typer.Argument(..., help="The facts file to write (JSON lines); never an existing file unless "
+                               "--force, never inside the bundle."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing facts file."),
     seed: int = typer.Option(0, "--seed", help="Unused here (accepted for uniformity)."),
     device: Optional[str] = typer.Option(None, "--device", help="Unused here (accepted for uniformity)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
 ) -> None:
-    """Export the KG's facts as a facts file (`--facts` format of DESIGN §8)."""
-    from synth_kg import KnowledgeGraph
+    """Export the KG's facts as a facts file (`--facts` format of DESIGN §8; line number = triple id)."""
+    from kdel.kg import export_facts
 
     _common(device, threads, seed)
-    if out.exists() and out.is_dir():
-        raise UserError(f"output path {out} is a directory")
-    kg = KnowledgeGraph.load(directory)
-    try:
-        from kdel.facts import export_kg_facts
-    except ImportError as e:
-        raise UserError(f"export-facts is not available in this build ({e})") from None
-    export_kg_facts(kg, out)
+    n = export_facts(directory, out, force=force)
+    typer.echo(f"wrote {n} facts -> {out}", err=True)
 
 
 def register(app: typer.Typer) -> None:

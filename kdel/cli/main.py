@@ -1,6 +1,7 @@
 """`kdel` entry point: assembles the stage commands and turns user errors into one line + exit 2.
 
-Exit codes: 0 ok, 2 bad input (one clear line on stderr), 1 internal error.
+Exit codes: 0 ok, 2 bad input (one clear line on stderr), 1 a stage that could not finish (one line) or an
+internal error. Every warning, kdel's or a library's, is one `kdel: warning: ...` line on stderr.
 Set KDEL_DEBUG=1 to see the traceback of an internal error.
 """
 
@@ -17,7 +18,7 @@ try:  # typer >= 0.20 vendors its own click; its exceptions are not click's
 except ImportError:  # pragma: no cover - older typer uses click itself
     _typer_click = None
 
-from kdel.errors import UserError
+from kdel.errors import StageFailed, UserError
 
 app = typer.Typer(
     name="kdel",
@@ -44,7 +45,7 @@ for _name in ("train", "trace", "delete", "audit", "report", "pipeline"):
 
 
 def _fail(message: str, code: int) -> int:
-    message = " ".join(str(message).split())  # one line, always
+    message = one_line(message)  # one line, always
     print(f"kdel: error: {message}", file=sys.stderr)
     return code
 
@@ -59,7 +60,6 @@ def _quiet_libraries() -> None:
     """No third-party progress bars or warnings on stderr: kdel prints its own progress and one-line errors."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # kdel never downloads: models come from local directories
     if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
@@ -67,14 +67,27 @@ def _quiet_libraries() -> None:
         hf_logging.set_verbosity_error()
 
 
+def one_line(message) -> str:
+    return " ".join(str(message).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (used by tests and by `run`)."""
+    from kdel.runtime import one_line_warnings
+
     _quiet_libraries()
+    with one_line_warnings():  # every warning, kdel's or a library's, as one `kdel: warning:` line
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         result = app(args=argv, prog_name="kdel", standalone_mode=False)
         return int(result) if isinstance(result, int) else 0
     except UserError as e:
         return _fail(str(e), 2)
+    except StageFailed as e:
+        return _fail(str(e), 1)
     except _exc("NoArgsIsHelpError"):
         return 2  # the help text was already printed
     except _exc("UsageError") as e:

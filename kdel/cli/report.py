@@ -7,11 +7,16 @@ from typing import Optional
 
 import typer
 
+from kdel.errors import UserError
+
 
 def report_command(
     audit: Path = typer.Argument(..., help="Audit directory (with cases/), or a pipeline run (RUN/<graph>/audit)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Report file (default: AUDIT/report.html)."),
-    plots: Optional[Path] = typer.Option(None, "--plots", help="Plot folder (default: plots/ beside the report)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report file (default: AUDIT/report.html); an existing "
+                                       "file is replaced only if kdel wrote it, or with --force."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Plot folder (default: plots/ beside the report): "
+                                         "missing, empty or holding only PNG files."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file that kdel did not write."),
     strict: bool = typer.Option(False, "--strict", help="A truncated or invalid case file is an error (exit 2)."),
     title: str = typer.Option("kdel deletion audit", "--title", help="The report's title."),
     seed: int = typer.Option(0, "--seed", help="Unused (accepted for uniformity; bootstrap seeds come from the audit)."),
@@ -23,8 +28,7 @@ def report_command(
     A truncated or corrupted case file is named in a one-line warning and left out of every number
     (listed in the report too); with --strict it is an error (exit 2).
     """
-    from kdel.errors import UserError
-    from kdel.report.html import render_report
+    from kdel.report.stage import write_report
     from kdel.runtime import set_threads
 
     set_threads(threads)
@@ -35,7 +39,7 @@ def report_command(
     out_html = out if out is not None else audit / "report.html"
     if out_html.exists() and out_html.is_dir():
         raise UserError(f"--out {out_html} is a directory: give a file name such as report.html")
-    res = render_report(audit, out_html, plots_dir=plots, strict=strict, title=title)
+    res = write_report(audit, out_html, plots_dir=plots, force=force, strict=strict, title=title)
     n = sum(len(a.cases) for a in res.audits)
     skipped = f", {len(res.skipped)} invalid file(s) skipped" if res.skipped else ""
     typer.echo(f"report of {n} cases ({', '.join(a.label for a in res.audits)}{skipped}), "

@@ -34,20 +34,13 @@ def trace(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default 1)"),
 ) -> None:
-    import warnings
-
-    from kdel.errors import UserError
-    from kdel.facts import load_fact_table
-    from kdel.io import atomic_write_json, replace_directory, staging_dir_for
-    from kdel.models.loading import load_model_for_table
-    from kdel.runtime import resolve_device, seed_everything, set_threads
-    from kdel.trace import TraceConfig, save_traces, trace_facts
+    from kdel.runtime import set_threads
+    from kdel.trace import TraceConfig
     from kdel.trace.metrics import METRICS
     from kdel.trace.patch import COMPONENTS
+    from kdel.trace.stage import run_trace
 
     set_threads(threads)
-    seed_everything(seed)
-    dev = resolve_device(device)
     comps = tuple(component or ["all"])
     comps = COMPONENTS if "all" in comps else tuple(dict.fromkeys(comps))
     config = TraceConfig(
@@ -55,35 +48,6 @@ def trace(
         metrics=tuple(dict.fromkeys(metric)) if metric else METRICS, window=window, noise_samples=noise_samples,
         noise_scale=noise_scale, seed=seed, batched=not loop, fallback_to_gn=fallback_gn,
     )
-    config.validate()
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be >= 1, got {limit}")
-    table = load_fact_table(kg=kg, facts=facts)
-    chosen = [table.fact(i) for i in dict.fromkeys(fact)] if fact else list(table.facts)
-    if limit is not None:
-        chosen = chosen[:limit]
-    m, tok = load_model_for_table(model, table, dev)
-    skipped: list[int] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # reported below, in one line
-        traces = trace_facts(m, tok, chosen, table, config, progress=True, strict=strict, skipped=skipped)
-    if skipped:
-        typer.echo(f"kdel: warning: skipped {len(skipped)} facts the model does not recall "
-                   f"(ids {skipped[:10]}{' ...' if len(skipped) > 10 else ''})", err=True)
-    if not traces:
-        raise UserError("no fact left to trace: the model recalls none of the chosen facts")
-    staging = staging_dir_for(out)
-    save_traces(traces, staging, plots=plots)
-    summary = {
-        "format": "kdel-trace-summary/1",
-        "model": str(model),
-        "source": table.source,
-        "source_hash": table.source_hash,
-        "config": config.to_json(),
-        "n_traced": len(traces),
-        "skipped_unknown": skipped,
-        "fallbacks_to_gn": [t.fact_id for t in traces if t.notes],
-    }
-    atomic_write_json(staging / "summary.json", summary)
-    replace_directory(staging, Path(out))
-    typer.echo(f"traced {len(traces)} facts -> {out}")
+    res = run_trace(model, out, kg=kg, facts=facts, config=config, fact_ids=fact, limit=limit, strict=strict,
+                    plots=plots, device=device, progress=True)
+    typer.echo(f"traced {len(res.traces)} facts -> {out}")

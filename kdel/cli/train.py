@@ -9,12 +9,13 @@ import typer
 
 def train_command(
     kg: Path = typer.Option(..., "--kg", help="KG bundle directory (from `kdel kg generate`)."),
-    out: Path = typer.Option(..., "--out", help="Model directory to write (replaced atomically)."),
+    out: Path = typer.Option(..., "--out", help="Model directory to write: missing, empty or a model kdel trained "
+                             "(replaced atomically)."),
     preset: str = typer.Option("tiny", "--preset", help="Model size: tiny, small or base."),
     seed: int = typer.Option(0, "--seed", help="Seed for initialisation and data order."),
     target_recall: float = typer.Option(0.99, "--target-recall", help="Stop once whole-object recall reaches this."),
     max_steps: int = typer.Option(20_000, "--max-steps", help="Step cap."),
-    lr: float = typer.Option(None, "--lr", help="Peak learning rate (default: the preset's)."),
+    lr: float = typer.Option(None, "--lr", help="Peak learning rate, finite and > 0 (default: the preset's)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Sentences per step."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(1, "--threads", help="Torch CPU threads (1 is fastest for toy models)."),
@@ -22,14 +23,10 @@ def train_command(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train a GPT-2 from scratch on the KG's corpus until it recalls the facts."""
-    from kdel.runtime import resolve_device, set_threads
-    from kdel.train import TrainConfig, get_preset, train_model
-    from kdel.train.loop import check_out_path
+    from kdel.runtime import set_threads
+    from kdel.train import TrainConfig, train_model
 
     set_threads(threads)
-    get_preset(preset)
-    resolve_device(device)
-    check_out_path(out)
     config = TrainConfig(preset=preset, seed=seed, target_recall=target_recall, max_steps=max_steps, lr=lr,
                          batch_size=batch_size, device=device, threads=threads, whole_entities=whole_entities)
     report = train_model(kg, out, config, progress=not quiet)

@@ -1,4 +1,6 @@
-"""Load a local Hugging Face causal LM + tokenizer safely (safetensors only, no remote code).
+"""Load a local Hugging Face causal LM + tokenizer safely (safetensors only, no remote code, no network:
+every `from_pretrained` is given `local_files_only=True`, so the Python API never reaches the Hub whatever
+the environment says).
 
 A model trained by kdel records the hash of its KG bundle in `kdel_model.json`; loading it with a
 different KG is refused, so a mismatched model/KG pair can never be audited by mistake.
@@ -26,6 +28,8 @@ def read_model_meta(model_dir: str | Path) -> dict:
 
 def check_model_dir(model_dir: str | Path) -> Path:
     path = Path(model_dir)
+    if path.is_file():
+        raise UserError(f"{path} is a file, not a model directory")
     if not path.is_dir():
         raise UserError(f"model directory {path} does not exist")
     if not (path / "config.json").exists():
@@ -72,12 +76,13 @@ def load_model(model_dir: str | Path, device: str = "cpu", kg_hash: str | None =
     path = check_model_dir(model_dir)
     check_kg_match(path, kg_hash)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False, local_files_only=True)
     except Exception as e:  # noqa: BLE001 - any loader failure here is a broken directory
         raise UserError(f"cannot load the tokenizer in {path}: {type(e).__name__}: {e}") from None
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(path), trust_remote_code=False, use_safetensors=True, dtype=dtype or torch.float32
+            str(path), trust_remote_code=False, use_safetensors=True, dtype=dtype or torch.float32,
+            local_files_only=True,
         )
     except Exception as e:  # noqa: BLE001
         raise UserError(f"cannot load the model in {path}: {type(e).__name__}: {e}") from None

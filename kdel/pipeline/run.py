@@ -9,8 +9,10 @@ RUN layout:
   RUN/cases/<graph>/<id>.json  copies of the audit's case files (the per-graph audit stays the source)
   RUN/summary.json             per-graph summaries re-computed from the cases + the run's timings
   RUN/report.html, RUN/plots/  the report over both graphs (BA and ER side by side)
+  RUN/.kdel.lock               held (flock) by the one process writing RUN; a second one exits 2 naming it
 Every stage writes its output atomically (a staging directory, then a rename), so a killed run leaves
-finished stages intact and a rerun skips them.
+finished stages intact and a rerun skips them. RUN itself follows kdel's output rule: it is missing, empty
+or a pipeline run. Every stage's settings are checked before the first stage runs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pathlib import Path
 from kdel.errors import UserError
 from kdel.io import atomic_write_json, read_json_object
 from kdel.pipeline.presets import PipelinePreset
+from kdel.pipeline.stages import (audit_done, check_settings, kg_done, model_done, stage_audit, stage_kg,
+                                  stage_model, stage_traces, traces_done)
 
 RUN_FORMAT = "kdel-run/1"
 STAGES = ("kg", "model", "traces", "audit")
@@ -70,116 +74,6 @@ class _Console:
 
 
 
-# -- stage checks: is the output there and whole? -----------------------------------------------------
-def kg_done(d: Path) -> bool:
-    if not (d / "kg.json").exists():
-        return False
-    try:
-        from synth_kg import KnowledgeGraph
-
-        KnowledgeGraph.load(d)
-        return True
-    except Exception:  # noqa: BLE001 - a bundle that does not load is not done
-        return False
-
-
-def model_done(d: Path) -> bool:
-    return (d / "config.json").exists() and any(d.glob("*.safetensors")) and read_json_object(d / "train_report.json") is not None
-
-
-def traces_done(d: Path) -> bool:
-    return (d / "traces.jsonl").exists() and (d / "traces.npz").exists()
-
-
-def audit_done(d: Path) -> bool:
-    """Every planned case has a valid file and summary.json exists."""
-    from kdel.audit.schema import CaseSchemaError
-    from kdel.report.data import read_case_file
-
-    cfg = read_json_object(d / "audit_config.json")
-    if cfg is None or read_json_object(d / "summary.json") is None:
-        return False
-    for cid in cfg.get("case_ids", []):
-        try:
-            read_case_file(d / "cases" / f"{cid}.json")
-        except (OSError, CaseSchemaError):
-            return False
-    return True
-
-
-# -- stages ------------------------------------------------------------------------------------------
-def stage_kg(preset: PipelinePreset, topology: str, out: Path, seed: int) -> None:
-    from synth_kg import KGConfig, generate
-
-    cfg = KGConfig(topology=topology, entities=preset.entities, relations=preset.relations, seed=seed,
-                   ba_m=preset.ba_m)
-    cfg.validate()
-    generate(cfg).save(out)
-
-
-def stage_model(preset: PipelinePreset, kg_dir: Path, out: Path, opts: PipelineOptions) -> None:
-    from kdel.train import TrainConfig, train_model
-
-    rep = train_model(kg_dir, out, TrainConfig(preset=preset.model_preset, seed=opts.seed, device=opts.device,
-                                               threads=opts.threads, target_recall=preset.target_recall,
-                                               max_steps=preset.max_steps), progress=opts.progress)
-    if not getattr(rep, "reached_target", True):
-        print(f"kdel: warning: {out} stopped at the step cap below the target recall {preset.target_recall}",
-              file=sys.stderr)
-
-
-def spread_by_popularity(facts: list, n: int) -> list:
-    """`n` facts evenly spaced in subject popularity (both extremes included), in id order."""
-    if n >= len(facts):
-        return list(facts)
-    ranked = sorted(facts, key=lambda f: (f.subject_popularity, f.id))
-    idx = sorted({round(i * (len(ranked) - 1) / max(1, n - 1)) for i in range(n)})
-    return sorted((ranked[i] for i in idx), key=lambda f: f.id)
-
-
-def stage_traces(preset: PipelinePreset, kg_dir: Path, model_dir: Path, out: Path, opts: PipelineOptions) -> None:
-    import warnings
-
-    from kdel.facts import load_fact_table
-    from kdel.io import replace_directory, staging_dir_for
-    from kdel.models.loading import load_model_for_table
-    from kdel.trace import TraceConfig, known_mask, save_traces, trace_facts
-
-    table = load_fact_table(kg=kg_dir)
-    model, tok = load_model_for_table(model_dir, table, opts.device)
-    facts = list(table.facts)
-    known = known_mask(model, tok, facts)
-    chosen = spread_by_popularity([f for f, k in zip(facts, known) if k], preset.trace_limit)
-    config = TraceConfig(corruption="gn", direction="denoise", components=preset.trace_components,
-                         metrics=("prob", "logit_diff"), window=1, noise_samples=preset.noise_samples, seed=opts.seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traces = trace_facts(model, tok, chosen, table, config, progress=opts.progress)
-    staging = staging_dir_for(out)
-    save_traces(traces, staging)
-    atomic_write_json(staging / "summary.json", {"format": "kdel-trace-summary/1", "model": str(model_dir),
-                                                 "source": "kg", "source_hash": table.source_hash,
-                                                 "config": config.to_json(), "n_traced": len(traces)})
-    replace_directory(staging, out)
-
-
-def stage_audit(preset: PipelinePreset, kg_dir: Path, model_dir: Path, traces_dir: Path | None, out: Path,
-                opts: PipelineOptions) -> None:
-    from kdel.audit.cases import AuditConfig
-    from kdel.audit.runner import run_audit
-    from kdel.facts import load_fact_table
-
-    config = AuditConfig(methods=preset.methods, objective=preset.objective, sites=preset.sites,
-                         layers=preset.layers, per_bin=preset.per_bin, n_bins=preset.n_bins,
-                         unrelated_size=preset.unrelated_size, seed=opts.seed,
-                         traces_dir=str(traces_dir.resolve()) if traces_dir else None,
-                         tracing_effect=preset.tracing_effect, noise_samples=preset.noise_samples)
-    config.validate()
-    table = load_fact_table(kg=kg_dir)
-    run_audit(model_dir, table, out, config, workers=opts.workers, progress=opts.progress, device=opts.device,
-              threads=opts.threads, kg_dir=kg_dir)
-
-
 def sync_cases(audit_dir: Path, dest: Path) -> int:
     """Copy the audit's case files to RUN/cases/<graph>/ (only new or changed ones); returns how many."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -197,8 +91,6 @@ def sync_cases(audit_dir: Path, dest: Path) -> int:
 
 # -- the whole chain ----------------------------------------------------------------------------------
 def _check_run_dir(out: Path, identity: dict) -> dict:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
     state = read_json_object(out / "pipeline.json")
     if state is not None:
         old = state.get("identity")
@@ -210,20 +102,25 @@ def _check_run_dir(out: Path, identity: dict) -> dict:
 
 
 def run_pipeline(out, preset: PipelinePreset, opts: PipelineOptions | None = None) -> PipelineResult:
-    """Run (or resume) the whole chain into `out`; returns where the report and summary are."""
+    """Run (or resume) the whole chain into `out`; returns where the report and summary are.
+
+    Writes RUN/ as in this module's docstring; holds RUN's lock for the whole run."""
+    from kdel.outputs import DirLock, check_out_dir
     from kdel.runtime import resolve_device, seed_everything, set_threads
 
     opts = opts or PipelineOptions()
-    preset.validate()
-    if opts.workers < 1:
-        raise UserError(f"--workers must be >= 1, got {opts.workers}")
     set_threads(opts.threads)
     opts.device = resolve_device(opts.device)
-    seed_everything(opts.seed)
-    out = Path(out)
+    check_settings(preset, opts)
+    out = check_out_dir(out, "pipeline")
+    with DirLock(out, purpose="pipeline"):
+        seed_everything(opts.seed)
+        return _run_locked(out, preset, opts)
+
+
+def _run_locked(out: Path, preset: PipelinePreset, opts: PipelineOptions) -> PipelineResult:
     identity = {"preset": preset.to_json(), "seed": opts.seed}
     state = _check_run_dir(out, identity)
-    out.mkdir(parents=True, exist_ok=True)
     con = _Console(opts.progress)
     t_all = time.perf_counter()
     stages: list[dict] = []
@@ -233,13 +130,15 @@ def run_pipeline(out, preset: PipelinePreset, opts: PipelineOptions | None = Non
         atomic_write_json(out / "pipeline.json", {"format": RUN_FORMAT, "identity": identity, "stages": stages,
                                                   **(extra or {})})
 
+    if not state:
+        save_state()  # RUN is a pipeline run from the start: a rerun after a kill recognises it
     n_total = len(preset.graphs) * len(STAGES) + 1
     step = 0
     for graph in preset.graphs:
         gdir = out / graph
         kg_dir, model_dir, traces_dir, audit_dir = (gdir / "kg", gdir / "model", gdir / "traces", gdir / "audit")
         plan = [
-            ("kg", kg_dir, kg_done, lambda: stage_kg(preset, graph, kg_dir, opts.seed)),
+            ("kg", kg_dir, kg_done, lambda: stage_kg(preset, graph, kg_dir, opts)),
             ("model", model_dir, model_done, lambda: stage_model(preset, kg_dir, model_dir, opts)),
             ("traces", traces_dir, traces_done,
              (lambda: stage_traces(preset, kg_dir, model_dir, traces_dir, opts)) if preset.trace_limit else None),
@@ -257,8 +156,7 @@ def run_pipeline(out, preset: PipelinePreset, opts: PipelineOptions | None = Non
                 prev = previous.get((graph, name), {})
                 con.print(f"[bold]{head}[/bold]: [green]done already[/green] ({path})", f"{head}: done already")
                 stages.append({"graph": graph, "stage": name, "status": "skipped",
-                               "seconds": prev.get("seconds", 0.0) if prev.get("status") == "ran" else
-                               prev.get("seconds", 0.0)})
+                               "seconds": prev.get("seconds", 0.0)})
                 continue
             con.print(f"[bold]{head}[/bold] → {path}", f"{head} -> {path}")
             t0 = time.perf_counter()
@@ -283,12 +181,12 @@ def run_pipeline(out, preset: PipelinePreset, opts: PipelineOptions | None = Non
 
 def write_report(out: Path, preset: PipelinePreset) -> Path:
     """RUN/report.html + RUN/plots/ over every graph, and RUN/summary.json (summaries re-computed from cases)."""
-    from kdel.report.html import render_report
+    from kdel.report.stage import write_report as write_html
 
     sources = {g.upper(): out / g / "audit" for g in preset.graphs}
-    res = render_report(sources, out / "report.html", plots_dir=out / "plots",
-                        title=f"kdel pipeline ({preset.name} preset): deletion audit, "
-                              f"{' vs '.join(g.upper() for g in preset.graphs)}")
+    res = write_html(sources, out / "report.html", plots_dir=out / "plots",
+                     title=f"kdel pipeline ({preset.name} preset): deletion audit, "
+                           f"{' vs '.join(g.upper() for g in preset.graphs)}")
     state = read_json_object(out / "pipeline.json") or {}
     summary = {
         "format": "kdel-run-summary/1",

@@ -4,6 +4,10 @@ Data: every corpus line as `<bos> sentence <eos>`, loss on every token (optional
 object's tokens). AdamW with linear warm-up and cosine decay. Every `eval_every` steps the whole-object
 recall over all facts × training templates is measured; training stops once it reaches the target, or
 at `max_steps`. Seeded and deterministic on CPU (same seed and threads -> identical weights).
+
+Outputs follow kdel's one output rule (kdel.outputs): `out_dir` is missing, empty or a model kdel trained,
+never the KG; it is written whole in one rename. Training that diverges (a non-finite loss or weight) stops
+with `StageFailed` and writes nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kdel.errors import UserError
+from kdel.errors import StageFailed, UserError
 from kdel.train.presets import get_preset
 from kdel.train.report import RecallProbe, TrainReport, evaluate_recall, quick_recall
 
@@ -50,8 +54,8 @@ class TrainConfig:
             raise UserError(f"--max-steps must be >= 1, got {self.max_steps}")
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.lr is not None and not self.lr > 0:
-            raise UserError(f"--lr must be > 0, got {self.lr}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"--lr must be a finite number > 0, got {self.lr}")
         if self.seed < 0:
             raise UserError(f"--seed must be >= 0, got {self.seed}")
 
@@ -86,11 +90,15 @@ def load_kg(kg_or_dir):
         raise UserError(f"cannot load the KG bundle {path}: {type(e).__name__}: {e}") from None
 
 
-def check_out_path(out_dir) -> Path:
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output path {out} exists and is a file, not a directory")
-    return out
+def _diverged(step: int, loss: float) -> StageFailed:
+    what = f"loss {loss}" if not math.isfinite(loss) else "a weight is not finite"
+    return StageFailed(f"training diverged at step {step} ({what}); try a lower --lr")
+
+
+def _weights_finite(model) -> bool:
+    import torch
+
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def _object_token_counts(tokenizer, table) -> dict[str, int]:
@@ -154,19 +162,23 @@ def _loss(model, ids, labels, obj, weights):
 
 def train_model(kg_or_dir, out_dir, config: TrainConfig | None = None, progress: bool = True) -> TrainReport:
     """Train `config.preset` on the KG's corpus, save the model directory, return the report."""
-    import torch
-    from transformers import GPT2LMHeadModel
-
-    from kdel.facts import FactTable
-    from kdel.io import atomic_write_json, replace_directory, staging_dir_for
-    from kdel.models.loading import MODEL_META, save_model
-    from kdel.models.tokenizer import build_word_tokenizer
-    from kdel.runtime import resolve_device, seed_everything, set_threads
+    from kdel.outputs import check_out_dir
 
     config = config or TrainConfig()
     config.validate()
     preset = get_preset(config.preset)
-    out = check_out_path(out_dir)
+    inputs = [kg_or_dir] if isinstance(kg_or_dir, (str, Path)) else []
+    out = check_out_dir(out_dir, "model", inputs=inputs)  # before anything slow: bad input fails at once
+
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from kdel.facts import FactTable
+    from kdel.io import atomic_write_json, staged_dir
+    from kdel.models.loading import MODEL_META, save_model
+    from kdel.models.tokenizer import build_word_tokenizer
+    from kdel.runtime import resolve_device, seed_everything, set_threads
+
     device = resolve_device(config.device)
     threads = set_threads(config.threads) if config.threads is not None else torch.get_num_threads()
     kg = load_kg(kg_or_dir)
@@ -220,12 +232,15 @@ def train_model(kg_or_dir, out_dir, config: TrainConfig | None = None, progress:
             epoch_done = pos >= n
             loss, hit, has_obj = _loss(model, ids[batch], labels[batch], obj[batch],
                                        weights[batch] if weights is not None else None)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise _diverged(step + 1, loss_value)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             step += 1
-            loss_sum += float(loss.detach())
+            loss_sum += loss_value
             loss_n += 1
             pass_hits += int((hit & has_obj).sum())
             pass_total += int(has_obj.sum())
@@ -237,6 +252,8 @@ def train_model(kg_or_dir, out_dir, config: TrainConfig | None = None, progress:
                 pass_recall = pass_hits / pass_total if pass_total else 1.0
                 due = epoch_done and pass_recall >= config.target_recall - EVAL_MARGIN
             if epoch_done or due or step == config.max_steps:
+                if not _weights_finite(model):
+                    raise _diverged(step, loss_value)
                 point = {"step": step, "epoch": round(step / steps_per_epoch, 3), "loss": loss_sum / loss_n,
                          "pass_recall": pass_hits / pass_total if pass_total else None, "recall": None,
                          "seconds": round(time.perf_counter() - start, 3)}
@@ -257,6 +274,8 @@ def train_model(kg_or_dir, out_dir, config: TrainConfig | None = None, progress:
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start
+    if not _weights_finite(model):
+        raise _diverged(step, loss_value)
 
     model.eval()
     recall_full = evaluate_recall(model, tok, table, config.n_bins, probe, para_probe)
@@ -268,18 +287,11 @@ def train_model(kg_or_dir, out_dir, config: TrainConfig | None = None, progress:
         threads=threads, device=device,
     )
 
-    staging = staging_dir_for(out)
-    try:
+    with staged_dir(out) as staging:
         save_model(model.to("cpu"), tok, staging)
         atomic_write_json(staging / MODEL_META, {
             "format": MODEL_FORMAT, "kg_hash": kg.content_hash(), "preset": config.preset,
             "tokenizer": "entity" if config.whole_entities else "word",
         })
         atomic_write_json(staging / REPORT_FILE, report.to_json())
-        replace_directory(staging, out)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return report

@@ -45,7 +45,7 @@ def test_delete_writes_loadable_model_and_record(random_model_dir, facts_file, t
     from kdel.models.loading import load_model
 
     edited, _ = load_model(out)
-    original = AutoModelForCausalLM.from_pretrained(model_dir)
+    original = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
     name = "transformer.h.1.mlp.c_proj.weight"
     assert not (edited.get_parameter(name) == original.get_parameter(name)).all()
     assert (edited.get_parameter("transformer.h.0.mlp.c_proj.weight") == original.get_parameter("transformer.h.0.mlp.c_proj.weight")).all()

@@ -58,7 +58,7 @@ def test_cli_trace_known_facts(setup, tmp_path, capsys, monkeypatch):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped_unknown"] == [1] and summary["fallbacks_to_gn"] == [2]
     assert len(list((out / "heatmaps").glob("*.png"))) == 2
-    assert "skipped 1 facts" in capsys.readouterr().err
+    assert "kdel: warning: skipping 1 facts" in capsys.readouterr().err
     rc = main(["trace", "--model", str(model), "--facts", str(facts), "--out", str(out), "--corruption", "str",
                "--fact", "2"])
     err = capsys.readouterr().err

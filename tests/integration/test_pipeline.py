@@ -27,7 +27,7 @@ def test_preset_overrides_parse_and_reject_unknown_fields():
 def test_spread_by_popularity_keeps_both_extremes():
     from types import SimpleNamespace
 
-    from kdel.pipeline.run import spread_by_popularity
+    from kdel.trace.stage import spread_by_popularity
 
     facts = [SimpleNamespace(id=i, subject_popularity=float((i * 7) % 23)) for i in range(40)]
     got = spread_by_popularity(facts, 5)
@@ -88,3 +88,36 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
 
     if chromium_path() is not None:
         check_report_in_browser(run / "report.html", tmp_path)
+
+
+def test_pipeline_holds_its_lock_for_the_whole_run_and_checks_settings_first(tmp_path, monkeypatch, capsys):
+    """While a stage runs, RUN is locked (a second writer is refused, naming this pid); a failing stage leaves
+    RUN recognisable as a pipeline run, so the rerun is accepted."""
+    import os
+
+    import kdel.pipeline.run as run_mod
+    from kdel.cli.main import main
+    from kdel.errors import UserError
+    from kdel.outputs import DirLock, is_kind
+
+    run = tmp_path / "run"
+    seen = {}
+
+    def fake_stage_kg(preset, topology, out, opts):
+        try:
+            DirLock(run).acquire()
+        except UserError as e:
+            seen["refused"] = str(e)
+        raise UserError("stop here")
+
+    monkeypatch.setattr(run_mod, "stage_kg", fake_stage_kg)
+    assert main(["pipeline", "--out", str(run), "--preset", "test", "--quiet"]) == 2
+    assert f"pid {os.getpid()}" in seen["refused"]
+    assert "stop here" in capsys.readouterr().err
+    assert is_kind(run, "pipeline")  # pipeline.json was written before stage 1
+    with DirLock(run):  # released at the end of the run
+        pass
+    # a bad --set fails before stage 1 runs
+    seen.clear()
+    assert main(["pipeline", "--out", str(tmp_path / "r2"), "--preset", "test", "--set", "methods=foo"]) == 2
+    assert "unknown method 'foo'" in capsys.readouterr().err and not seen and not (tmp_path / "r2").exists()

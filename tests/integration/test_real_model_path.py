@@ -277,7 +277,7 @@ def test_bad_facts_file_missing_field(real_model, tmp_path, capsys, stage):
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_target_the_tokenizer_cannot_encode(real_model, tmp_path, capsys, stage):
     rows = fr.fact_rows()
-    rows.append({"subject": "Omar Khan", "prompt": "Omar Khan lives in", "target": "Zanzibar"})  # not in the vocab
+    rows.append({"subject": "Omar Khan", "prompt": "Omar Khan resides in", "target": "Zanzibar"})  # not in the vocab
     facts = fr.write_facts(tmp_path / "oov.jsonl", rows)
     code, _, err = _run(capsys, *STAGES[stage](real_model("gpt_neox").path, facts, tmp_path / "o"))
     _assert_one_error_line(code, err, "'Zanzibar' cannot be encoded")
