@@ -135,7 +135,8 @@ def planted_cases(subject_degrees, effect: float, seed: int = 0, facts_per_subje
     `subject_degrees`: one degree per subject; `facts_per_subject(degree)` (default 1 + degree // 4, at most
     6) facts each; the subject effect u ~ N(0, subject_sd²) is shared by a subject's facts (so facts are not
     independent); every fact is edited at every layer in `layers` with the same value (a repeated edit)."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # the planted values: independent of how many layers
+    rng_case = np.random.default_rng(seed + 1)  # the rest of each case
     per = facts_per_subject or (lambda d: min(1 + int(d) // 4, 6))
     degs = np.asarray(subject_degrees, dtype=float)
     ranks = np.argsort(np.argsort(degs, kind="stable"), kind="stable")
@@ -146,7 +147,7 @@ def planted_cases(subject_degrees, effect: float, seed: int = 0, facts_per_subje
         for _ in range(per(deg)):
             y = float(effect * effect_fn(deg) + u + rng.normal(0, noise_sd))
             for layer in layers:
-                c = synthetic_case(rng, fid, method, layer, int(deg), n_bins, b, 0.0, site=site, seed=seed,
+                c = synthetic_case(rng_case, fid, method, layer, int(deg), n_bins, b, 0.0, site=site, seed=seed,
                                    subject=f"{prefix}{s}")
                 c["case_id"] = f"{prefix}-{fid}-{layer}-{seed}"
                 g = c["groups"]["same_subject"]

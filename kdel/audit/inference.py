@@ -52,23 +52,25 @@ def _order(v):
 
 def fact_table(cases: list[dict], metrics: list[dict], names) -> FactTable:
     """Aggregate cases (with their flat metrics) to one row per fact: the mean over the fact's non-None values."""
-    by_fact: dict = defaultdict(list)
-    for c, m in zip(cases, metrics):
-        by_fact[fact_key(c)].append((c, m))
-    facts = sorted(by_fact, key=_order)
-    subjects = [subject_key(by_fact[f][0][0]) for f in facts]
+    keys = [fact_key(c) for c in cases]
+    facts = sorted(set(keys), key=_order)
+    pos = {f: i for i, f in enumerate(facts)}
+    idx = np.asarray([pos[k] for k in keys], dtype=np.int64)
+    first: dict = {}
+    for c, k in zip(cases, keys):
+        first.setdefault(k, c)
+    subjects = [subject_key(first[f]) for f in facts]
     cols: dict[str, np.ndarray] = {}
     for p in PREDICTORS:
-        vals = [by_fact[f][0][0]["fact"].get(p) for f in facts]
+        vals = [first[f]["fact"].get(p) for f in facts]
         cols[p] = np.asarray([np.nan if v is None else float(v) for v in vals], dtype=np.float64)
     for name in names:
-        col = np.full(len(facts), np.nan)
-        for i, f in enumerate(facts):
-            vals = [m.get(name) for _, m in by_fact[f]]
-            vals = [v for v in vals if v is not None]
-            if vals:
-                col[i] = float(np.mean(vals))
-        cols[name] = col
+        v = np.asarray([np.nan if m.get(name) is None else m[name] for m in metrics], dtype=np.float64)
+        ok = np.isfinite(v)
+        total = np.bincount(idx[ok], weights=v[ok], minlength=len(facts))
+        count = np.bincount(idx[ok], minlength=len(facts))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cols[name] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
     return FactTable(facts, subjects, cols, cases=list(cases), case_metrics=list(metrics))
 
 

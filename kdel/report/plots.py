@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kdel.audit.stats import bootstrap_ci, spearman
-from kdel.audit.summary import SIDE_GROUPS, case_metrics
+from kdel.audit.metrics import SIDE_GROUPS, case_metrics
 from kdel.io import atomic_write_bytes
 from kdel.report.data import AuditData, popularity_label
+from kdel.report.plot_stats import _binned, _rho_note, cluster_ci, fact_rho, summary_rho
 
 DPI = 90
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -79,10 +79,6 @@ def _values(cases: list[dict], metric: str) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
-def _p(p: float | None) -> str:
-    return "p=–" if p is None else ("p<0.001" if p < 0.001 else f"p={p:.2g}")
-
-
 def _legend_handles(keys: list[str], colors: dict[str, str]):
     from matplotlib.lines import Line2D
 
@@ -90,20 +86,6 @@ def _legend_handles(keys: list[str], colors: dict[str, str]):
     handles += [Line2D([], [], color="#444", ls="-", marker="o"),
                 Line2D([], [], color="#444", ls="--", marker="o", mfc="none")]
     return handles, list(keys) + ["successful deletions", "failed deletions"]
-
-
-def _binned(cases: list[dict], metric: str, seed: int = 0) -> list[tuple[float, dict]]:
-    """(median subject degree of the bin, bootstrap mean/CI of `metric`) per subject popularity bin."""
-    bins: dict[int, list[dict]] = {}
-    for c in cases:
-        bins.setdefault(int(c["fact"]["subject_bin"]), []).append(c)
-    out = []
-    for b in sorted(bins):
-        cs = bins[b]
-        ci = bootstrap_ci(list(_values(cs, metric)), seed=seed)
-        if ci["mean"] is not None:
-            out.append((float(np.median([c["fact"]["subject_degree"] for c in cs])), ci))
-    return out
 
 
 def _empty(ax, text: str) -> None:
@@ -146,9 +128,10 @@ def plot_side_effect_vs_degree(audits: list[AuditData], path: Path) -> Plot:
                     err = [[m - (p[1]["lo"] if p[1]["lo"] is not None else m) for m, p in zip(ms, pts)],
                            [(p[1]["hi"] if p[1]["hi"] is not None else m) - m for m, p in zip(ms, pts)]]
                     ax.errorbar(xs, ms, yerr=err, color=colors[k], ls=ls, lw=1.6, capsize=3, marker="_")
-                sp = spearman(deg[succ], y[succ])
-                if sp["rho"] is not None:
-                    notes.append(f"{k}: ρ={sp['rho']:+.2f} ({_p(sp['p'])})")
+                r = summary_rho(a, cs[0]["spec"], metric)
+                note = r and _rho_note(k, r["rho"], r["ci_lo"], r["ci_hi"], r["n_facts"])
+                if note:
+                    notes.append(note)
             if notes:
                 ax.text(0.02, 0.97, "\n".join(notes), transform=ax.transAxes, va="top", fontsize=7,
                         bbox=dict(boxstyle="round", fc="white", ec="#ccc", alpha=0.85))
@@ -164,8 +147,9 @@ def plot_side_effect_vs_degree(audits: list[AuditData], path: Path) -> Plot:
     _save(fig, path)
     return Plot("side_effect_vs_degree", path, "Side effect vs subject popularity",
                 "Each point is one deletion case (filled: successful deletion, hollow: failed). Lines: mean per "
-                "subject popularity bin (at the bin's median degree) with 95% bootstrap CIs, solid for successful "
-                "and dashed for failed deletions. ρ: Spearman correlation with degree over successful deletions.")
+                "subject popularity bin (at the bin's median degree), solid for successful "
+                "and dashed for failed deletions (95% cluster-bootstrap CIs over subjects). ρ: Spearman correlation with "
+                "degree over successful deletions, each fact once (mean over its layers), with its 95% CI.")
 
 
 def _bins_of(audits: list[AuditData]) -> list[int]:
@@ -256,8 +240,8 @@ def plot_hase(audits: list[AuditData], path: Path) -> Plot:
             ax_l.scatter(layer + off + _jitter(len(layer), 0.04, gi), y, s=14, marker=m, color=col, alpha=0.45,
                          linewidths=0, label=a.label)
             for lay in sorted(set(layer.tolist())):
-                ci = bootstrap_ci(list(y[layer == lay]))
-                if ci["mean"] is not None:
+                ci = cluster_ci(y[layer == lay], [c for c, keep in zip(cs, layer == lay) if keep])
+                if ci["mean"] is not None and ci["lo"] is not None:
                     ax_l.errorbar([lay + off], [ci["mean"]], yerr=[[ci["mean"] - ci["lo"]], [ci["hi"] - ci["mean"]]],
                                   color=col, marker=m, ms=6, capsize=3, mec="black", lw=1.5)
             reg = _regression(a, cs[0]["spec"], "hase.efficacy_score")
@@ -319,9 +303,9 @@ def plot_delta_norm_vs_degree(audits: list[AuditData], path: Path) -> Plot:
             ax.scatter(x[succ], dn[succ], s=18, color=colors[k], alpha=0.6, linewidths=0, label=f"{k} (success)")
             ax.scatter(x[~succ], dn[~succ], s=18, facecolors="none", edgecolors=colors[k], alpha=0.8,
                        label=f"{k} (failed)")
-            sp = spearman(deg, dn)
-            if sp["rho"] is not None:
-                notes.append(f"{k}: ρ={sp['rho']:+.2f} ({_p(sp['p'])})")
+            note = _rho_note(k, *fact_rho(cs, "delta_norm"))
+            if note:
+                notes.append(note)
         pos = [v for v in all_dn if v > 0]
         if pos and max(pos) / min(pos) > 50:
             ax.set_yscale("log")
@@ -339,7 +323,8 @@ def plot_delta_norm_vs_degree(audits: list[AuditData], path: Path) -> Plot:
     return Plot("delta_norm_vs_degree", path, "The confound: edit size ‖ΔW‖ vs popularity",
                 "If popular subjects get larger updates, damage that grows with degree may be the edit's size "
                 "rather than popularity itself; the partial Spearman correlations control for ‖ΔW‖. ρ: Spearman "
-                "over all cases of the method (successful and failed).")
+                "over the method's facts (each once, mean ‖ΔW‖ over its layers; successful and failed), with its "
+                "95% cluster-bootstrap CI.")
 
 
 def write_all_plots(audits: list[AuditData], plots_dir: Path, comparisons: list[dict] | None = None) -> list[Plot]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdel.audit.primary import PREDICTOR_WORDS, PrimarySpec, metric_words, primary_table
+from kdel.audit.primary import OUTCOME_WORDS, PREDICTOR_WORDS, PrimarySpec, metric_words, primary_table
 from kdel.report.data import AuditData, popularity_label
 from kdel.report.plots import PALETTE, Plot, _empty, _jitter, _plt, _save
 from kdel.stats.estimate import mean_estimate
@@ -86,7 +86,7 @@ def plot_primary(audits: list[AuditData], path: Path, comparisons: list[dict] | 
     fig.tight_layout()
     _save(fig, path)
     what = "" if spec0 is None else (f"{metric_words(spec0.metric)} against {PREDICTOR_WORDS[spec0.predictor]}, "
-                                     f"{spec0.method} @ {spec0.site}, {spec0.outcome} deletions")
+                                     f"{spec0.method} @ {spec0.site}, {OUTCOME_WORDS[spec0.outcome]}")
     return Plot("primary", path, "The primary hypothesis",
                 f"{what}. Points: one deleted fact each (averaged over the layers it was edited at). Black: mean "
                 "per popularity bin (rank quintiles) with 95% cluster-bootstrap CIs over subjects. ρ: Spearman "

@@ -9,7 +9,7 @@ from kdel.report.fmt import cell, ci, esc, metric, num, pop_word, series_of, sna
 
 def section(id_: str, title: str, body: str, open_: bool = False) -> str:
     """A collapsible section: <details> whose summary is the section's heading."""
-    return (f"<details class=section id={id_}{' open' if open_ else ''}><summary><h2>{esc(title)}</h2></summary>"
+    return (f"<details class=section id={id_}{' open' if open_ else ''}><summary><h2>{title}</h2></summary>"
             f"{body}</details>")
 
 
@@ -105,7 +105,8 @@ def _headline(audits: list[AuditData]) -> str:
                "paraphrase recall after", "global accuracy drop", "unrelated accuracy after", "KL (unrelated)",
                "wrecked"]
     return section("headline", "2. Headline numbers", f"{table(headers, rows, 'num')}"
-            "<p class=note>Means over all cases with 95% bootstrap CIs in brackets. <i>Deletion success</i>: the object "
+            "<p class=note>Means over all cases with 95% cluster-bootstrap CIs in brackets (subjects resampled: a "
+            "hub's several facts, and a fact's edits at several layers, are not independent). <i>Deletion success</i>: the object "
             "is no longer recalled (whole-object top-1) from the canonical prompt. <i>Global accuracy drop</i>: "
             "recall over every fact, before minus after. <i>Wrecked</i>: cases whose unrelated-sample "
             "accuracy fell below 0.9 (they do not count as successful deletions in benchmarks).</p>", open_=True)

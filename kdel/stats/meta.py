@@ -58,29 +58,74 @@ def _variance(e: Estimate) -> float | None:
 
 
 def pool_seeds(per_seed: Sequence[Estimate | dict], level: float = 0.95, direction: str | None = None) -> Pooled:
-    """Random-effects pooled ρ of one correlation measured in several seeds (Estimates or their dicts)."""
-    from scipy import stats
-
-    ests = [e if isinstance(e, Estimate) else Estimate.from_dict(e) for e in per_seed]
+    """Random-effects pooled ρ of one correlation measured in several seeds (Estimates or their dicts, e.g.
+    kdel.audit.inference.rho_estimate(row) of each seed's summary row, or each seed's summary["primary"])."""
+    ests = [e if isinstance(e, Estimate) else Estimate.from_dict(_as_estimate_dict(e)) for e in per_seed]
     direction = direction or (ests[0].direction if ests else "two-sided")
     out = Pooled(None, level=level, direction=direction)
-    zs, vs, kept = [], [], []
+    ys, vs, kept = [], [], []
     for i, e in enumerate(ests):
         v = _variance(e)
         if e.estimate is None or v is None:
             out.dropped.append(f"seed {i}: {e.null_reason or 'no variance'}")
             continue
-        zs.append(math.atanh(max(-Z_CLIP, min(Z_CLIP, e.estimate))))
+        ys.append(_z(e.estimate))
         vs.append(v)
         kept.append(e)
-    k = len(zs)
-    out.k = k
     out.n_facts = sum(e.n_facts for e in kept)
     out.n_subjects = sum(e.n_subjects for e in kept)
+    _random_effects(out, ys, vs, [e.estimate for e in kept], math.tanh)
+    return out
+
+
+def pool_differences(per_seed: Sequence[dict], level: float = 0.95, direction: str | None = None) -> Pooled:
+    """Random-effects pooled difference of Fisher z, atanh(ρ_A) − atanh(ρ_B), from one
+    kdel.audit.compare.compare_graphs result per seed (the BA–ER interaction across seeds). `estimate`,
+    `lo`, `hi` are on the z-difference scale (no back-transform exists for a difference); the variance of a
+    seed's difference is SE_A² + SE_B² from its two cluster bootstraps."""
+    direction = direction or ((per_seed[0].get("spec") or {}).get("direction", "two-sided") if per_seed else
+                              "two-sided")
+    out = Pooled(None, level=level, direction=direction,
+                 method="DerSimonian-Laird random effects on atanh(rho_A) - atanh(rho_B); modified HKSJ CI")
+    ys, vs = [], []
+    for i, comp in enumerate(per_seed):
+        a, b = (Estimate.from_dict(comp.get(k) or {"kind": "spearman", "estimate": None}) for k in ("a", "b"))
+        va, vb = _variance(a), _variance(b)
+        if a.estimate is None or b.estimate is None or va is None or vb is None:
+            out.dropped.append(f"seed {i}: {a.null_reason or b.null_reason or 'no variance'}")
+            continue
+        ys.append(_z(a.estimate) - _z(b.estimate))
+        vs.append(va + vb)
+        out.n_facts += a.n_facts + b.n_facts
+        out.n_subjects += a.n_subjects + b.n_subjects
+    _random_effects(out, ys, vs, list(ys), lambda v: v)
+    return out
+
+
+def _z(r: float) -> float:
+    return math.atanh(max(-Z_CLIP, min(Z_CLIP, r)))
+
+
+def _as_estimate_dict(d: dict) -> dict:
+    """A summary correlation row or primary dict (rho, ci_lo, ci_hi, se_z, ...) as Estimate fields."""
+    if "rho" not in d:
+        return d
+    return {"kind": "spearman", "estimate": d["rho"], "lo": d.get("ci_lo"), "hi": d.get("ci_hi"), "p": d.get("p"),
+            "n_facts": d.get("n_facts", 0), "n_subjects": d.get("n_subjects", 0), "se": d.get("se_z"),
+            "p_iid": d.get("p_iid"), "direction": d.get("direction", "two-sided"), "null_reason": d.get("null_reason")}
+
+
+def _random_effects(out: Pooled, ys: list[float], vs: list[float], shown: list, back) -> None:
+    """Fill `out` with the DerSimonian–Laird pooled value of ys (variances vs), back-transformed by `back`."""
+    from scipy import stats
+
+    k = len(ys)
+    out.k = k
     if k == 0:
         out.null_reason = "no seed has an estimate"
-        return out
-    z, v = np.asarray(zs), np.asarray(vs)
+        return
+    level, direction = out.level, out.direction
+    z, v = np.asarray(ys), np.asarray(vs)
     w = 1.0 / v
     z_fixed = float((w * z).sum() / w.sum())
     q = float((w * (z - z_fixed) ** 2).sum())
@@ -93,20 +138,20 @@ def pool_seeds(per_seed: Sequence[Estimate | dict], level: float = 0.95, directi
     zc = stats.norm.ppf(0.5 + level / 2.0)
     out.z, out.tau2, out.q = mu, tau2, q
     out.i2 = max(0.0, (q - df) / q) if k > 1 and q > 0 else 0.0
-    out.estimate = math.tanh(mu)
-    out.dl_lo, out.dl_hi = math.tanh(mu - zc * se_dl), math.tanh(mu + zc * se_dl)
+    out.estimate = back(mu)
+    out.dl_lo, out.dl_hi = back(mu - zc * se_dl), back(mu + zc * se_dl)
     out.dl_p = normal_p(mu / se_dl, direction)
-    out.per_seed = [{"estimate": e.estimate, "z": float(zi), "v": float(vi), "weight": float(wi / ws.sum())}
-                    for e, zi, vi, wi in zip(kept, z, v, ws)]
+    out.per_seed = [{"estimate": e, "z": float(zi), "v": float(vi), "weight": float(wi / ws.sum())}
+                    for e, zi, vi, wi in zip(shown, z, v, ws)]
     if k == 1:
         out.se_z, out.lo, out.hi, out.p = se_dl, out.dl_lo, out.dl_hi, out.dl_p
         out.null_reason = "one seed: nothing to pool (its own normal CI)"
-        return out
+        return
     se_hk = math.sqrt(float((ws * (z - mu) ** 2).sum()) / (df * ws.sum()))
     se = max(se_hk, se_dl)
     tc = stats.t.ppf(0.5 + level / 2.0, df)
     out.se_z = se
-    out.lo, out.hi = math.tanh(mu - tc * se), math.tanh(mu + tc * se)
+    out.lo, out.hi = back(mu - tc * se), back(mu + tc * se)
     t = mu / se
     if direction == "greater":
         out.p = float(stats.t.sf(t, df))
@@ -114,4 +159,3 @@ def pool_seeds(per_seed: Sequence[Estimate | dict], level: float = 0.95, directi
         out.p = float(stats.t.cdf(t, df))
     else:
         out.p = float(2.0 * stats.t.sf(abs(t), df))
-    return out

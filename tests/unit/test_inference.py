@@ -214,3 +214,21 @@ def test_regression_cis_by_cluster_bootstrap():
     lo, hi = r["ci"]["r2_layer"]
     assert lo < r["r2_layer"] < hi and r["n_subjects"] == 30
     assert r["ci"]["delta_r2_tracing_over_layer"][0] >= -1e-9
+
+
+def test_pool_differences_and_summary_rows_by_hand():
+    from kdel.stats.meta import pool_differences
+
+    def comp(za, zb):
+        return {"spec": {"direction": "greater"}, "a": _est(za, 0.01).to_dict(), "b": _est(zb, 0.01).to_dict()}
+
+    # Δz = 0.3, 0.5 with v = 0.01 + 0.01: w = 50, Δz̄ = 0.4, Q = 50·0.02 = 1 = df → τ² = 0; SE = sqrt(1/100)
+    res = pool_differences([comp(0.5, 0.2), comp(0.6, 0.1)])
+    assert res.z == pytest.approx(0.4) and res.estimate == pytest.approx(0.4) and res.tau2 == 0.0
+    assert res.se_z == pytest.approx(0.1) and res.p == pytest.approx(sps.t.sf(4.0, 1))
+    assert res.direction == "greater" and res.n_facts == 200
+    # a summary row (rho, ci_lo, se_z, ...) is accepted as a seed's estimate
+    row = {"rho": math.tanh(0.3), "ci_lo": 0.1, "ci_hi": 0.5, "se_z": 0.1, "n_facts": 40, "n_subjects": 30,
+           "p": 0.01, "direction": "two-sided", "null_reason": None}
+    one = pool_seeds([row])
+    assert one.estimate == pytest.approx(math.tanh(0.3)) and one.k == 1 and "one seed" in one.null_reason
