@@ -98,7 +98,7 @@ def pool_differences(per_seed: Sequence[dict], level: float = 0.95, direction: s
         vs.append(va + vb)
         out.n_facts += a.n_facts + b.n_facts
         out.n_subjects += a.n_subjects + b.n_subjects
-    _random_effects(out, ys, vs, list(ys), lambda v: v)
+    _random_effects(out, ys, vs, list(ys), float)
     return out
 
 

@@ -224,7 +224,7 @@ def test_pool_differences_and_summary_rows_by_hand():
 
     # Δz = 0.3, 0.5 with v = 0.01 + 0.01: w = 50, Δz̄ = 0.4, Q = 50·0.02 = 1 = df → τ² = 0; SE = sqrt(1/100)
     res = pool_differences([comp(0.5, 0.2), comp(0.6, 0.1)])
-    assert res.z == pytest.approx(0.4) and res.estimate == pytest.approx(0.4) and res.tau2 == 0.0
+    assert res.z == pytest.approx(0.4) and res.estimate == pytest.approx(0.4) and res.tau2 == pytest.approx(0, abs=1e-12)
     assert res.se_z == pytest.approx(0.1) and res.p == pytest.approx(sps.t.sf(4.0, 1))
     assert res.direction == "greater" and res.n_facts == 200
     # a summary row (rho, ci_lo, se_z, ...) is accepted as a seed's estimate
