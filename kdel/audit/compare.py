@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdel.audit.primary import (PREDICTOR_WORDS, PrimarySpec, metric_words, p_text, parse_primary, primary_table,
-                                resolve, where)
+from kdel.audit.primary import (PREDICTOR_WORDS, PrimarySpec, counted, metric_words, p_text, parse_primary,
+                                primary_table, resolve, where)
 from kdel.stats.estimate import Estimate, difference, spearman_estimate, spearman_replicates
 
 
@@ -97,8 +97,8 @@ def _verdict(spec: PrimarySpec, la: str, lb: str, a: Estimate, b: Estimate, diff
     lvl = round(100 * diff.level)
     return (f"{'Evidence' if sig else 'No evidence'} that {what}: Δρ = {_fmt(diff.estimate)}, {lvl}% CI "
             f"[{_fmt(diff.lo)}, {_fmt(diff.hi)}], {p_text(kind, diff.p)} ({la}: ρ = {_fmt(a.estimate)}, "
-            f"{a.n_facts} facts of {a.n_subjects} subjects; {lb}: ρ = {_fmt(b.estimate)}, {b.n_facts} facts of "
-            f"{b.n_subjects} subjects).")
+            f"{counted(a.n_facts, 'fact')} of {counted(a.n_subjects, 'subject')}; {lb}: ρ = {_fmt(b.estimate)}, "
+            f"{counted(b.n_facts, 'fact')} of {counted(b.n_subjects, 'subject')}).")
 
 
 __all__ = ["compare_graphs"]

@@ -3,8 +3,8 @@
 A `FactTable` holds one row per deleted fact of a stratum (method × site × layer level × outcome): each
 metric is the mean over that fact's cases in the stratum. With `layers=all` a fact is edited at several
 layers; the layer level `per_fact` averages over them (one value per fact), and, when the design crosses
-facts with layers, each layer is also its own level (one case per fact; successful deletions and subject degree only). Repeated edits are never pooled
-as independent observations.
+facts with layers, each layer is also its own level (one case per fact; successful deletions and subject
+degree only). Repeated edits are never pooled as independent observations.
 
 Every correlation row carries Spearman's ρ with a cluster-bootstrap CI and p, the partial ρ (controls:
 ‖ΔW‖ and the group's size) with the collinearity of the predictor with each control, the metric's mean

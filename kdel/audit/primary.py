@@ -183,6 +183,11 @@ def _r(v, d: int = 2) -> str:
     return "–" if v is None else f"{v:.{d}f}"
 
 
+def counted(n: int, word: str) -> str:
+    """'1 fact', '8 facts'."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def p_text(label: str, v) -> str:
     """'p = 0.035', 'p < 0.001' or 'p = –' (with any label, e.g. 'one-sided Holm p')."""
     if v is None:
@@ -210,7 +215,7 @@ def verdict(res: dict) -> str:
     what = f"the {claim(spec)} ({where(spec)})"
     if res.get("rho") is None:
         return f"Whether {what} could not be tested: {res.get('null_reason')}."
-    n = f"n = {res['n_facts']} facts of {res['n_subjects']} subjects"
+    n = f"n = {counted(res['n_facts'], 'fact')} of {counted(res['n_subjects'], 'subject')}"
     if res.get("p_decides") is None:
         return f"Not enough data to test whether {what}: ρ = {_r(res['rho'])}, {n} ({res.get('null_reason')})."
     kind = "p" if spec["declared"] else "Holm p"
@@ -228,6 +233,7 @@ def effect_sentence(res: dict, digits: int = 3) -> str | None:
     if h.get("estimate") is None:
         return None
     ci = f" [{h['lo']:+.{digits}f}, {h['hi']:+.{digits}f}]" if h.get("lo") is not None else ""
-    return (f"In natural units: hubs (top decile, {res['spec']['predictor'].replace('_', ' ')} ≥ {h['threshold']:g}; "
-            f"{h['n_hubs']} facts of {h['hub_subjects']} subjects) minus the other {h['n_rest']} facts: "
+    return (f"In natural units: hubs (top decile, {PREDICTOR_WORDS[res['spec']['predictor']]} ≥ {h['threshold']:g}; "
+            f"{counted(h['n_hubs'], 'fact')} of {counted(h['hub_subjects'], 'subject')}) minus the other "
+            f"{counted(h['n_rest'], 'fact')}: "
             f"{h['estimate']:+.{digits}f}{ci} in {metric_words(res['spec']['metric'])}.")

@@ -73,7 +73,8 @@ def _setup(audits: list[AuditData]) -> str:
             "<p class=note>Each case deletes one fact (subject, relation, object) from the model with one method at one "
             "layer and edit site, measures every probe group in one batched pass, and reverts the weights "
             "(checked bit for bit). <i>auto</i> layers are the traced MLP peak at the edit site.</p>"
-            f"<details><summary>Hyperparameters</summary>{table([unit_word(audits), 'method', 'hyperparameters'], hp_rows)}"
+            "<details><summary>Hyperparameters</summary>"
+            f"{table([unit_word(audits), 'method', 'hyperparameters'], hp_rows)}"
             "</details>", open_=True)
 
 
@@ -104,12 +105,14 @@ def _headline(audits: list[AuditData]) -> str:
     headers = [unit_word(audits), "method @ site", "cases", "deletion success", "target recall after (0 best)",
                "paraphrase recall after", "global accuracy drop", "unrelated accuracy after", "KL (unrelated)",
                "wrecked"]
-    return section("headline", "2. Headline numbers", f"{table(headers, rows, 'num')}"
-            "<p class=note>Means over all cases with 95% cluster-bootstrap CIs in brackets (subjects resampled: a "
-            "hub's several facts, and a fact's edits at several layers, are not independent). <i>Deletion success</i>: the object "
-            "is no longer recalled (whole-object top-1) from the canonical prompt. <i>Global accuracy drop</i>: "
-            "recall over every fact, before minus after. <i>Wrecked</i>: cases whose unrelated-sample "
-            "accuracy fell below 0.9 (they do not count as successful deletions in benchmarks).</p>", open_=True)
+    return section(
+        "headline", "2. Headline numbers", f"{table(headers, rows, 'num')}"
+        "<p class=note>Means over all cases with 95% cluster-bootstrap CIs in brackets (subjects resampled: a "
+        "hub's several facts, and a fact's edits at several layers, are not independent). <i>Deletion "
+        "success</i>: the object is no longer recalled (whole-object top-1) from the canonical prompt. "
+        "<i>Global accuracy drop</i>: recall over every fact, before minus after. <i>Wrecked</i>: cases whose "
+        "unrelated-sample accuracy fell below 0.9 (they do not count as successful deletions in benchmarks).</p>",
+        open_=True)
 
 
 def _groups(audits: list[AuditData]) -> str:

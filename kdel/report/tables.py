@@ -89,7 +89,8 @@ def _regressions(audits: list[AuditData]) -> str:
                          _r2(r, "r2_layer_x_tracing"), _r2(r, "delta_r2_tracing_over_layer"), ftxt, pval(f.get("p"))])
     return section("hase", "5. Does localization inform editing? (Hase et al.'s regressions)",
                    "<p class=note>Three least-squares fits of edit success on the edited layer (one-hot), on the causal "
-                   "tracing effect at that layer (MLP, window 5, max over tokens), and on layer × tracing effect. ΔR² is "
+                   "tracing effect at that layer (MLP, window 5, max over tokens), and on layer × tracing effect. ΔR² "
+                   "is "
                    "what tracing adds to layer alone; F and p test that nested comparison (each edit one observation, "
                    "as Hase et al.; the brackets are 95% cluster-bootstrap CIs over subjects, which respect that a "
                    "fact's edits at several layers are not independent). A fit with a constant outcome, no residual "

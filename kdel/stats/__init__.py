@@ -12,5 +12,6 @@ from kdel.stats.estimate import Estimate, hubs_minus_rest, mean_estimate, spearm
 from kdel.stats.meta import Pooled, pool_differences, pool_seeds
 from kdel.stats.multiple import benjamini_hochberg, holm
 
-__all__ = ["Estimate", "Pooled", "benjamini_hochberg", "holm", "hubs_minus_rest", "mean_estimate", "pool_differences", "pool_seeds",
+__all__ = ["Estimate", "Pooled", "benjamini_hochberg", "holm", "hubs_minus_rest", "mean_estimate", "pool_differences",
+           "pool_seeds",
            "spearman_estimate"]

@@ -175,7 +175,8 @@ def _est(z, v, n=50):
 
 def test_meta_analysis_against_a_hand_computation():
     # z = 0.1, 0.3, 0.5 with v = 0.01: w = 100, z̄ = 0.3, Q = 100·(0.04 + 0 + 0.04) = 8, C = 300 − 30000/300 = 200,
-    # τ² = (8 − 2)/200 = 0.03, w* = 1/0.04 = 25, μ = 0.3, SE = sqrt(1/75), I² = 6/8; HKSJ: q = 25·0.08/2 = 1 → same SE
+    # τ² = (8 − 2)/200 = 0.03, w* = 1/0.04 = 25, μ = 0.3, SE = sqrt(1/75), I² = 6/8;
+    # HKSJ: q = 25·0.08/2 = 1 → the same SE
     res = pool_seeds([_est(0.1, 0.01), _est(0.3, 0.01), _est(0.5, 0.01)])
     assert res.k == 3 and res.q == pytest.approx(8.0) and res.tau2 == pytest.approx(0.03)
     assert res.i2 == pytest.approx(0.75) and res.z == pytest.approx(0.3)

@@ -87,7 +87,8 @@ def test_html_is_self_contained_and_complete(rendered):
     assert "<script" not in html.lower()
     assert not re.search(r"(src|href)=['\"]?(https?:)?//", html)  # nothing fetched from the network
     for section in ("The answer", "Setup", "Headline numbers", "side effects per probe group", "Confound panel",
-                    "Hase et al.'s regressions", "Spearman", "partial", "R² layer", "ΔR²", "‖ΔW‖", "Holm p", "BH q",
+                    "Hase et al.'s regressions", "Spearman", "partial", "R² layer", "ΔR²", "‖ΔW‖", "Holm p",
+                    "BH q",
                     "collinearity", "hubs − rest"):
         assert section in html, section
     for label in ("BA", "ER"):
