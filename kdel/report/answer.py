@@ -33,6 +33,10 @@ def _img(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
+def _control(name: str) -> str:
+    return "‖ΔW‖" if name == "delta_norm" else name.replace(".size", " size")
+
+
 def _details(res: dict) -> str:
     items = []
     eff = effect_sentence(res)
@@ -51,9 +55,10 @@ def _details(res: dict) -> str:
                          f"corrected with the {res['family_size']} exploratory tests (uncorrected "
                          f"{esc(p_text('p', res['p']))}).")
     if res.get("partial_rho") is not None:
-        col = ", ".join(f"{esc(k.replace('.size', ' size').replace('delta_norm', '‖ΔW‖'))} {v:+.2f}"
-                        for k, v in (res.get("collinearity") or {}).items() if v is not None)
-        items.append(f"Partial ρ controlling for {esc(', '.join(res['controls']))}: {res['partial_rho']:+.2f}"
+        col = ", ".join(f"{esc(_control(k))} {v:+.2f}" for k, v in (res.get("collinearity") or {}).items()
+                        if v is not None)
+        items.append(f"Partial ρ controlling for {esc(', '.join(_control(c) for c in res['controls']))}: "
+                     f"{res['partial_rho']:+.2f}"
                      + (f" [{res['partial_ci_lo']:+.2f}, {res['partial_ci_hi']:+.2f}]"
                         if res.get("partial_ci_lo") is not None else "")
                      + f" (collinearity of the predictor with the controls: {col}; near ±1 the partial ρ has "
