@@ -41,6 +41,8 @@ class AuditConfig:
     noise_samples: int = 10  # gn noise samples for the audit's own traces
     fact_ids: tuple[int, ...] | None = None  # explicit targets instead of stratified sampling
     verify_revert: str = "touched"  # "touched": the edited tensors equal the snapshot; "full": whole-model hash
+    primary: str | dict | None = None  # the one pre-declared hypothesis (kdel.audit.primary); None = the default
+    title: str | None = None  # the report's title
 
     def validate(self) -> None:
         from kdel.delete import list_methods
@@ -55,6 +57,10 @@ class AuditConfig:
         if len(set(self.methods)) != len(self.methods):
             raise UserError("--methods names a method twice")
         check_objective(self.objective)
+        if self.primary is not None:
+            from kdel.audit.primary import parse_primary
+
+            parse_primary(self.primary)
         if not self.sites:
             raise UserError("--sites is empty: use subject_last and/or last")
         for s in self.sites:

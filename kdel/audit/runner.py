@@ -152,7 +152,9 @@ def _run_locked(model_dir, table, out: Path, config: AuditConfig, workers, backe
         if d is None:
             raise RuntimeError(f"case {s.case_id} has no file after the run")
         cases.append(d)
-    summary = summarize(cases, seed=config.seed)
+    from kdel.audit.primary import parse_primary
+
+    summary = summarize(cases, seed=config.seed, primary=parse_primary(config.primary))
     summary["timing"]["run_wall_s"] = wall
     summary["timing"]["cases_run"] = len(todo)
     summary["timing"]["workers"] = workers

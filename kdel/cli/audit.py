@@ -81,6 +81,10 @@ def audit_command(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(1, "--threads", help="Torch CPU threads per process."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    primary: Optional[str] = typer.Option(
+        None, "--primary", help="The one pre-declared hypothesis, e.g. 'same_subject.mean_p_drop ~ subject_degree, "
+        "rome@last' (docs/statistics.md); default: that one."),
+    title: Optional[str] = typer.Option(None, "--title", help="The report's title."),
 ) -> None:
     """Audit deletions: per case apply, measure probe-group damage, revert; then summary statistics."""
     from kdel.audit.cases import AuditConfig
@@ -102,7 +106,7 @@ def audit_command(
         methods=method_list, objective=objective, sites=parse_list(sites, "--sites"), layers=parse_layers(layers),
         per_bin=per_bin, n_bins=bins, stratify=stratify, unrelated_size=unrelated, seed=seed,
         hparams=parse_hparams_file(hparams, method_list), traces_dir=str(traces) if traces else None,
-        tracing_effect=not no_tracing_effect,
+        tracing_effect=not no_tracing_effect, primary=primary, title=title,
     )
     config.validate()
     check_backend(backend, workers, device, gpus_per_worker)

@@ -93,6 +93,17 @@ def test_cli_audit_small_run(trained_model_dir, tiny_kg_dir, tmp_path, capsys):
     assert len(cases) == 2 and all(c["spec"]["hparams"]["k"] == 40 for c in cases)
     assert json.loads((out / "summary.json").read_text())["n_cases"] == 2
     assert "2 cases" in capsys.readouterr().out
+    # a declared primary hypothesis and title reach the summary and the config (no case is recomputed)
+    rc = main(_cli_args(trained_model_dir, tiny_kg_dir, out, "--layers", "2", "--per-bin", "1", "--bins", "2",
+                        "--sites", "last", "--hparams", str(hp), "--no-tracing-effect", "--title", "My audit",
+                        "--primary", "global.acc_drop ~ subject_degree, toy-ablate@last"))
+    assert rc == 0, capsys.readouterr().err
+    prim = json.loads((out / "summary.json").read_text())["primary"]
+    assert prim["spec"]["metric"] == "global.acc_drop" and prim["spec"]["declared"] is True, prim["spec"]
+    cfg = json.loads((out / "audit_config.json").read_text())["config"]
+    assert cfg["title"] == "My audit" and "0 run now" in capsys.readouterr().out
+    assert main(_cli_args(trained_model_dir, tiny_kg_dir, tmp_path / "a2", "--primary", "nonsense")) == 2
+    assert "metric ~ predictor" in capsys.readouterr().err
     before = {p.name: p.read_bytes() for p in (out / "cases").glob("*.json")}
     rc = main(_cli_args(trained_model_dir, tiny_kg_dir, out, "--layers", "2", "--per-bin", "1", "--bins", "2",
                         "--sites", "last", "--hparams", str(hp), "--no-tracing-effect", "--unrelated", "30",

@@ -48,7 +48,7 @@ def test_typed_conversion_checks_types_and_required_keys_and_round_trips():
 
 
 def _case() -> dict:
-    from kdel.report.synthetic import synthetic_cases
+    from tests.synthetic_cases import synthetic_cases
 
     return synthetic_cases(n_facts=2, methods=("rome",), layers=(0,))[0]
 
