@@ -167,7 +167,7 @@ def build_html(audits: list[AuditData], plots: list[Plot], title: str | None = N
         ("problems", "Errors")))
     main = next((p for p in plots if p.name == "primary"), None)
     return (
-        "<!DOCTYPE html><html lang=en><head><meta charset='utf-8'>"
+        "<!DOCTYPE html><html lang=en><head><meta charset='utf-8'><meta name=generator content=kdel>"
         f"<meta name=viewport content='width=device-width, initial-scale=1'><title>{esc(title)}</title>"
         f"<style>{CSS}</style></head><body>"
         f"<h1>{esc(title)}</h1><p class=note>{_intro(audits)} Generated {now} from the case files of {sources}.</p>"
