@@ -216,8 +216,9 @@ def setup_executor(model_dir, table, config: AuditConfig, cache_dir, device: str
                    backend: str, modules: list[str], base_arrays: dict):
     """Load the model in this process and return a ready CaseExecutor on the parent's base scores."""
     from kdel.models.loading import load_model_for_table
-    from kdel.runtime import set_threads
+    from kdel.runtime import install_warning_handler, set_threads
 
+    install_warning_handler()  # a worker's warnings are one `kdel: warning:` line too
     set_threads(threads)
     try:  # one weight-loading bar per worker would drown the parent's case progress bar
         from transformers.utils import logging as hf_logging
