@@ -139,7 +139,8 @@ def sro_template(token: str) -> str:
 
 
 def check_sro_template(template: str) -> tuple[str | None, str | None]:
-    """(None, relation token) if `template` is `{s} TOKEN {o}` with a lowercase word-like token, else (why not, None)."""
+    """(None, relation token) if `template` is `{s} TOKEN {o}` with a lowercase word-like token, else
+    (why not, None)."""
     parts = template.split(" ")
     if len(parts) != 3 or parts[0] != "{s}" or parts[2] != "{o}" or not _SRO_TOKEN.fullmatch(parts[1]):
         return (f"template {template!r} must be '{{s}} TOKEN {{o}}' in the sro format (TOKEN: lowercase letters, "

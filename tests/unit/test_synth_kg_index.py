@@ -56,7 +56,8 @@ def test_ties_go_by_id_not_by_name_on_a_hand_built_kg():
     names = ["Zed Zane", "Yan Yu", "Xia Xu", "Wes Ward", "Obi One"]
     triples = [(0, 0, 4), (1, 0, 4), (2, 0, 4), (3, 0, 4), (0, 1, 1), (2, 1, 3)]
     kg = KnowledgeGraph.from_parts(names, make_relations(2), triples)
-    # subject degrees per fact: 0->2, 1->2, 2->2, 3->2, 0->2, 2->2; ties by id: ranks 0,1 (id 0), 2 (id 1), 3,4 (id 2), 5 (id 3)
+    # subject degrees per fact: 0->2, 1->2, 2->2, 3->2, 0->2, 2->2
+    # ties by id: ranks 0,1 (id 0), 2 (id 1), 3,4 (id 2), 5 (id 3)
     assert kg.subject_bins(2) == [0, 0, 1, 1, 0, 1]
     assert FactTable.from_kg(kg).subject_bins(2) == [0, 0, 1, 1, 0, 1]
 
@@ -70,7 +71,8 @@ def test_facts_file_without_ids_uses_first_appearance(tmp_path):
     ]
     table = FactTable.from_jsonl(_write(tmp_path / "f.jsonl", rows))
     # mentions: Bea 1, Cal 2, Abe 2, Dot 3; first appearance ids: Bea 0, Cal 1, Abe 2, Dot 3
-    assert first_appearance_ids([("Bea", None, "Cal"), ("Abe", None, "Dot")]) == {"Bea": 0, "Cal": 1, "Abe": 2, "Dot": 3}
+    ids = first_appearance_ids([("Bea", None, "Cal"), ("Abe", None, "Dot")])
+    assert ids == {"Bea": 0, "Cal": 1, "Abe": 2, "Dot": 3}
     # subjects ranked by (popularity, id): Bea(1,0) < Cal(2,1) < Abe(2,2) < Dot(3,3) -> facts 0, 2, 1, 3
     assert table.subject_bins(4) == [0, 2, 1, 3]
     assert table.subject_bins(2) == [0, 1, 0, 1]
