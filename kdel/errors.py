@@ -3,11 +3,14 @@
 `UserError` is bad input (exit 2); `StageFailed` is a run that could not finish for a reason the user can act
 on, although the input was valid (exit 1), e.g. training that diverged. Anything else is a bug (exit 1, with
 "internal error").
+
+`UserError` is synth_kg's error class itself (synth_kg imports nothing from kdel), so a bad KG bundle or
+generator flag raised inside synth_kg is the same `UserError` here: one line, exit 2.
 """
 
+from synth_kg.errors import UserError
 
-class UserError(Exception):
-    """Bad input from the user (a file, a flag, a fact id). Never a bug in kdel."""
+__all__ = ["StageFailed", "UserError"]
 
 
 class StageFailed(Exception):

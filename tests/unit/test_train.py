@@ -32,7 +32,8 @@ def test_trained_model_reaches_target_and_reloads_with_hf(trained_model_dir, tin
     assert report["reached_target"] is True
     assert report["recall"]["recall"] >= 0.99
     meta = json.loads((trained_model_dir / MODEL_META).read_text())
-    assert meta == {"format": "kdel-model/1", "kg_hash": tiny_kg.content_hash(), "preset": "tiny", "tokenizer": "word"}
+    assert meta == {"format": "kdel-model/1", "kg_hash": tiny_kg.content_hash(), "preset": "tiny", "tokenizer": "word",
+                    "text_format": "natural"}
 
     model = AutoModelForCausalLM.from_pretrained(trained_model_dir, use_safetensors=True).eval()
     tok = AutoTokenizer.from_pretrained(trained_model_dir)
