@@ -18,7 +18,8 @@ from kdel.io import atomic_write_text
 from kdel.report.answer import compare_audits, first_screen
 from kdel.report.data import AuditData, SkippedFile, discover_audits, load_audit
 from kdel.report.fmt import esc
-from kdel.report.plots import Plot, write_all_plots
+from kdel.report.figures import write_all_plots
+from kdel.report.plots import Plot
 from kdel.report.sections import _groups, _headline, _setup, section
 from kdel.report.tables import _confounds, _problems, _regressions
 

@@ -325,27 +325,3 @@ def plot_delta_norm_vs_degree(audits: list[AuditData], path: Path) -> Plot:
                 "rather than popularity itself; the partial Spearman correlations control for ‖ΔW‖. ρ: Spearman "
                 "over the method's facts (each once, mean ‖ΔW‖ over its layers; successful and failed), with its "
                 "95% cluster-bootstrap CI.")
-
-
-def write_all_plots(audits: list[AuditData], plots_dir: Path, comparisons: list[dict] | None = None) -> list[Plot]:
-    """Every figure of the report, written under `plots_dir`; returned in the report's order (the primary
-    hypothesis's figure first: the report shows it on its first screen)."""
-    from kdel.report.primary_plot import plot_primary
-
-    plots_dir = Path(plots_dir)
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    plots = [
-        plot_primary(audits, plots_dir / "primary.png", comparisons),
-        plot_side_effect_vs_degree(audits, plots_dir / "side_effect_vs_degree.png"),
-        plot_group_damage_by_bin(audits, plots_dir / "group_damage_by_bin.png"),
-        plot_delta_norm_vs_degree(audits, plots_dir / "delta_norm_vs_degree.png"),
-        plot_hase(audits, plots_dir / "hase_success_vs_tracing_and_layer.png"),
-    ]
-    from kdel.report.trace_plots import plot_trace_examples, plot_trace_profiles
-
-    prof = plot_trace_profiles(audits, plots_dir / "trace_layer_profiles.png")
-    if prof is not None:
-        plots.append(prof)
-    plots += plot_trace_examples(audits, plots_dir)
-    return plots
-
