@@ -69,7 +69,7 @@ def run_job(job: Job, out: str, device: str = "cpu", threads: int = 1) -> dict:
     out = Path(out)
     set_threads(threads)
     d = job.dir(out)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     extra: dict = {}
     if job.kind == "kg":
         _run_kg(job, d)
@@ -82,7 +82,7 @@ def run_job(job: Job, out: str, device: str = "cpu", threads: int = 1) -> dict:
     else:  # pragma: no cover - grid makes only these kinds
         raise ValueError(job.kind)
     rec = {"format": STAGE_FORMAT, "kind": job.kind, "key": job.key, "inputs": job.inputs,
-           "seconds": time.perf_counter() - t0, "device": device, "threads": threads, "pid": os.getpid(),
+           "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, "device": device, "threads": threads, "pid": os.getpid(),
            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "provenance": provenance(), **extra}
     atomic_write_json(d / STAGE_FILE, rec)
     return rec
