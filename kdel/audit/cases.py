@@ -77,8 +77,9 @@ class AuditConfig:
             raise UserError(f"--bins must be >= 1, got {self.n_bins}")
         if self.stratify not in STRATIFY:
             raise UserError(f"--stratify must be subject or object, got {self.stratify!r}")
-        if self.unrelated_size < 0:
-            raise UserError(f"--unrelated must be >= 0, got {self.unrelated_size}")
+        if self.unrelated_size < 1:  # `wrecked` (unrelated accuracy after < 0.9) needs an unrelated sample
+            raise UserError(f"--unrelated must be >= 1 (the wrecked-model check needs unrelated facts), "
+                            f"got {self.unrelated_size}")
         if self.seed < 0:
             raise UserError(f"--seed must be >= 0, got {self.seed}")
         if self.noise_samples < 1:
@@ -88,8 +89,18 @@ class AuditConfig:
         for m in self.hparams:
             if m not in self.methods:
                 raise UserError(f"hyperparameters given for {m!r}, which is not in --methods")
-        for m in self.methods:  # builds each method's hyperparameters once: bad keys/values fail here
-            resolve_hparams(m, self.hparams.get(m))
+        self.resolved_hparams()  # builds each method's hyperparameters: bad keys/values fail here
+
+    def resolved_hparams(self) -> dict[str, dict]:
+        """method -> its resolved hyperparameters as JSON (defaults < overrides), computed once per config.
+
+        The case specs carry these dicts; executors build the methods from the specs (`method_from_spec`)."""
+        key = json.dumps(self.hparams, sort_keys=True, default=str) + "|" + ",".join(self.methods)
+        cached = self.__dict__.get("_resolved")
+        if cached is None or cached[0] != key:
+            cached = (key, {m: resolve_hparams(m, self.hparams.get(m))[1] for m in self.methods})
+            self.__dict__["_resolved"] = cached
+        return cached[1]
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -120,6 +131,19 @@ def resolve_hparams(method: str, overrides: dict | None):
     cls = get_method(method).hparams_class
     hp = load_hparams(cls, None, overrides or {})
     return hp, _jsonable(dataclasses.asdict(hp) if dataclasses.is_dataclass(hp) else {})
+
+
+def method_from_spec(method: str, hparams: dict):
+    """The deletion method `method` with the resolved hyperparameters a case spec carries (no defaults or
+    overrides are applied again: the spec's dict is the complete, validated set)."""
+    from kdel.delete import get_method
+    from kdel.delete.hparams import load_hparams
+
+    cls = get_method(method).hparams_class
+    if not dataclasses.is_dataclass(cls):
+        return get_method(method)
+    init = {f.name for f in dataclasses.fields(cls) if f.init}
+    return get_method(method, load_hparams(cls, None, {k: v for k, v in hparams.items() if k in init}))
 
 
 def _jsonable(x: Any) -> Any:
@@ -166,19 +190,16 @@ class CaseSpec:
     def from_json(cls, d: dict) -> CaseSpec:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
-    def spec_json(self) -> dict:
+    def spec_record(self):
         """The `spec` section of a case file (what identifies and reproduces the case)."""
-        return {
-            "fact_ids": list(self.fact_ids),
-            "method": self.method,
-            "objective": self.objective,
-            "layer": self.layer,
-            "site": self.site,
-            "hparams": self.hparams,
-            "seed": self.seed,
-            "new_targets": self.new_targets,
-            "layer_source": self.layer_source,
-        }
+        from kdel.audit.schema import SpecRecord
+
+        return SpecRecord(fact_ids=list(self.fact_ids), method=self.method, objective=self.objective,
+                          layer=self.layer, site=self.site, hparams=self.hparams, seed=self.seed,
+                          new_targets=self.new_targets, layer_source=self.layer_source)
+
+    def spec_json(self) -> dict:
+        return self.spec_record().to_json()
 
 
 def popularity_bins(table, n_bins: int) -> tuple[list[int], list[int]]:
@@ -267,7 +288,7 @@ def build_cases(table, targets: list[int], traces: dict[int, TraceInfo], config:
 
     sbins, obins = popularity_bins(table, config.n_bins)
     source = config.layers if isinstance(config.layers, str) else "list"
-    hparams = {m: resolve_hparams(m, config.hparams.get(m))[1] for m in config.methods}
+    hparams = config.resolved_hparams()
     specs: list[CaseSpec] = []
     seen: set[str] = set()
     for fid in targets:

@@ -12,6 +12,7 @@ Probe prompts: a fact of a non-target group is probed with its canonical prompt 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +45,14 @@ class ProbeRows:
             self.para.append(rows)
         self.canonical = [rows[0] for rows in self.train]
 
+    def digest(self) -> bytes:
+        """sha256 of every encoded row (equal digests: the same rows in the same order)."""
+        h = hashlib.sha256()
+        for prompt_ids, target_ids in self.encoded:
+            h.update(np.asarray(prompt_ids, dtype=np.int64).tobytes() + b"|")
+            h.update(np.asarray(target_ids, dtype=np.int64).tobytes() + b";")
+        return h.digest()
+
 
 @dataclass
 class BaseScores:
@@ -65,6 +74,31 @@ class BaseScores:
 
     def canonical_recalled(self) -> np.ndarray:
         return self.scores.recalled[self.rows.canonical]
+
+    # -- sharing with worker processes and Ray actors: plain arrays, no pickled objects ----------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The scores as named numpy arrays (what a worker needs besides the tokenizer and the table)."""
+        out = {f"scores.{k}": np.asarray(getattr(self.scores, k)) for k in TargetScores.__dataclass_fields__}
+        pool = np.asarray(self.unrelated_pool, dtype=np.int64)
+        rows = [self.rows.canonical[i] for i in self.unrelated_pool]
+        vocab = next(iter(self.dists.values())).shape[-1] if self.dists else 0
+        out["dists"] = (torch.stack([self.dists[r] for r in rows]).numpy() if rows
+                        else np.zeros((0, vocab), dtype=np.float32))
+        out["unrelated_pool"] = pool
+        out["pad_id"] = np.asarray([self.pad_id], dtype=np.int64)
+        out["rows_digest"] = np.frombuffer(self.rows.digest(), dtype=np.uint8).copy()
+        return out
+
+    @classmethod
+    def from_arrays(cls, tok, table, arrays: dict[str, np.ndarray]) -> BaseScores:
+        """Rebuild the parent's base scores in a worker (the probe rows are re-encoded and must match)."""
+        rows = ProbeRows(tok, table)
+        if bytes(np.asarray(arrays["rows_digest"], dtype=np.uint8)) != rows.digest():
+            raise RuntimeError("the worker encodes the probe prompts differently from the parent process")
+        scores = TargetScores(**{k: np.array(arrays[f"scores.{k}"]) for k in TargetScores.__dataclass_fields__})
+        pool = [int(i) for i in arrays["unrelated_pool"]]
+        dists = {rows.canonical[i]: torch.tensor(np.asarray(arrays["dists"][j])) for j, i in enumerate(pool)}
+        return cls(rows, scores, dists, pool, int(arrays["pad_id"][0]))
 
 
 def _mean(x) -> float | None:

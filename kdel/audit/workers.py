@@ -1,8 +1,9 @@
 """Local worker processes (multiprocessing, spawn): each loads the model once and reverts every edit.
 
-Cases are striped over the workers (worker k runs cases k, k+N, ...), so the assignment is deterministic
-and every worker gets work. Each worker writes its case files itself (atomically) and reports to the
-parent through a queue; a worker whose parent died stops before its next case.
+The parent hands each worker its first case, then the next case to whichever worker finishes first (a slow
+worker never holds a share of cases while others idle). Workers get the parent's base scores as plain numpy
+arrays (no recomputation, no pickle files) and send finished case records back; the parent writes every case
+file (one writer). A worker whose parent died stops.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import importlib
 import os
 import queue
 import traceback
+from collections import deque
 from pathlib import Path
 
 from kdel.audit.cases import AuditConfig, CaseSpec
@@ -29,9 +31,9 @@ def method_modules(config: AuditConfig) -> list[str]:
     return mods
 
 
-def setup_worker(model_dir, table, config: AuditConfig, out: Path, device: str, threads: int | None,
-                 index: int, backend: str, modules: list[str]):
-    """Load the model and the base scores in this process; return a ready CaseExecutor."""
+def setup_executor(model_dir, table, config: AuditConfig, cache_dir, device: str, threads: int | None, index: int,
+                   backend: str, modules: list[str], base_arrays: dict):
+    """Load the model in this process and return a ready CaseExecutor on the parent's base scores."""
     from kdel.audit.evaluate import BaseScores
     from kdel.audit.execute import CaseExecutor
     from kdel.models.loading import load_model_for_table
@@ -47,25 +49,29 @@ def setup_worker(model_dir, table, config: AuditConfig, out: Path, device: str, 
     for mod in modules:
         importlib.import_module(mod)
     model, tok = load_model_for_table(model_dir, table, device)
-    pool = table.unrelated_sample(config.unrelated_size, config.seed)
-    base = BaseScores.compute(model, tok, table, pool)
-    return CaseExecutor(model, tok, table, config, base, cache_dir=Path(out) / "cache", worker_index=index,
-                        backend=backend)
+    base = BaseScores.from_arrays(tok, table, base_arrays)
+    return CaseExecutor(model, tok, table, config, base, cache_dir=Path(cache_dir), worker_index=index,
+                        backend=backend, device=device)
 
 
-def _worker_main(index, model_dir, table, config_json, out, device, threads, specs_json, modules, results):
-    from kdel.audit.runner import write_case
-
+def _worker_main(index, model_dir, table, config_json, cache_dir, device, threads, modules, base_arrays, inbox,
+                 results):
     parent = os.getppid()
     try:
         config = AuditConfig.from_json(config_json)
-        ex = setup_worker(model_dir, table, config, Path(out), device, threads, index, "local", modules)
-        for sj in specs_json:
-            if os.getppid() != parent:  # the parent was killed: stop, a rerun resumes
-                return
-            doc = ex.run(CaseSpec.from_json(sj))
-            write_case(Path(out), doc)
-            results.put(("done", index, doc["case_id"]))
+        ex = setup_executor(model_dir, table, config, cache_dir, device, threads, index, "local", modules,
+                            base_arrays)
+        del base_arrays
+        while True:
+            try:
+                item = inbox.get(timeout=1.0)
+            except queue.Empty:
+                if os.getppid() != parent:  # the parent was killed: stop, a rerun resumes
+                    return
+                continue
+            if item is None:
+                break
+            results.put(("done", index, ex.run(CaseSpec.from_json(item)).to_json()))
         results.put(("exit", index, None))
     except UserError as e:
         results.put(("usererror", index, str(e)))
@@ -73,23 +79,31 @@ def _worker_main(index, model_dir, table, config_json, out, device, threads, spe
         results.put(("fail", index, traceback.format_exc()))
 
 
-def run_local_workers(model_dir, table, out: Path, config: AuditConfig, todo: list[CaseSpec], workers: int,
-                      device: str, threads: int | None, bar) -> None:
+def run_local_workers(model_dir, table, cache_dir, config: AuditConfig, todo: list[CaseSpec], workers: int,
+                      device: str, threads: int | None, base_arrays: dict, sink) -> None:
+    """Run `todo` on `workers` processes; `sink(case_json)` gets each finished case (in the parent)."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     n = min(workers, len(todo))
     modules = method_modules(config)
-    procs = []
+    pending = deque(s.to_json() for s in todo)
+    procs, inboxes = [], []
     for k in range(n):
-        shard = [s.to_json() for s in todo[k::n]]
+        inbox = ctx.Queue()
+        inbox.put(pending.popleft())  # every worker starts with one case
         p = ctx.Process(target=_worker_main, name=f"kdel-audit-{k}", daemon=True,
-                        args=(k, str(model_dir), table, config.to_json(), str(out), device, threads, shard, modules,
-                              results))
+                        args=(k, str(model_dir), table, config.to_json(), str(cache_dir), device, threads, modules,
+                              base_arrays, inbox, results))
         p.start()
         procs.append(p)
+        inboxes.append(inbox)
     running = set(range(n))
+
+    def feed(k: int) -> None:
+        inboxes[k].put(pending.popleft() if pending else None)
+
     try:
         while running:
             try:
@@ -103,7 +117,8 @@ def run_local_workers(model_dir, table, out: Path, config: AuditConfig, todo: li
                 except queue.Empty:
                     raise RuntimeError(f"audit worker {dead[0]} died (exit code {procs[dead[0]].exitcode})") from None
             if kind == "done":
-                bar.update(1)
+                feed(idx)  # first the next case, then the file: the worker never waits for the write
+                sink(payload)
             elif kind == "exit":
                 running.discard(idx)
             elif kind == "usererror":

@@ -73,6 +73,10 @@ def audit_command(
     no_tracing_effect: bool = typer.Option(False, "--no-tracing-effect", help="Skip Hase's window-5 traces."),
     workers: int = typer.Option(1, "--workers", help="Worker processes (each loads the model once)."),
     backend: str = typer.Option("local", "--backend", help="local | ray (optional extra)."),
+    gpus_per_worker: Optional[float] = typer.Option(
+        None, "--gpus-per-worker", help="Ray: GPUs per actor, fractions allowed (default 1 with --device cuda)."),
+    no_recompute: bool = typer.Option(
+        False, "--no-recompute", help="Exit 2 instead of recomputing case files computed under other settings."),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling, new targets and methods."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     threads: int = typer.Option(1, "--threads", help="Torch CPU threads per process."),
@@ -80,7 +84,7 @@ def audit_command(
 ) -> None:
     """Audit deletions: per case apply, measure probe-group damage, revert; then summary statistics."""
     from kdel.audit.cases import AuditConfig
-    from kdel.audit.runner import _check_backend
+    from kdel.audit.plan import check_backend
     from kdel.runtime import resolve_device, seed_everything, set_threads
 
     set_threads(threads)
@@ -101,8 +105,9 @@ def audit_command(
         tracing_effect=not no_tracing_effect,
     )
     config.validate()
-    _check_backend(backend, workers)
-    from kdel.audit.runner import check_layers, run_audit
+    check_backend(backend, workers, device, gpus_per_worker)
+    from kdel.audit.plan import check_layers
+    from kdel.audit.runner import run_audit
     from kdel.facts import load_fact_table
     from kdel.models.loading import check_model_dir
 
@@ -112,7 +117,8 @@ def audit_command(
     table = load_fact_table(kg=kg, facts=facts, corpus=corpus)
     seed_everything(seed)
     summary = run_audit(model, table, out, config, workers=workers, backend=backend, progress=not quiet,
-                        device=device, threads=threads, kg_dir=kg, corpus=corpus)
+                        device=device, threads=threads, kg_dir=kg, corpus=corpus, recompute=not no_recompute,
+                        gpus_per_worker=gpus_per_worker, inputs=[hparams] if hparams else ())
     typer.echo(
         f"{summary['n_cases']} cases ({summary['n_success']} successful, {summary['n_failed']} failed, "
         f"{summary['n_error']} errors, {summary['n_wrecked']} wrecked the model); "

@@ -172,8 +172,12 @@ def _target_probs(ctx: EditContext, facts: list[Fact], targets: list[str]) -> li
     return [float(p) for p in scores.prob]
 
 
-def apply_deletion(method: DeletionMethod, ctx: EditContext, request: DeletionRequest) -> tuple[EditHandle, EditRecord]:
-    """Apply `method` to `ctx.model` in place; return the revert handle and the record."""
+def apply_deletion(method: DeletionMethod, ctx: EditContext, request: DeletionRequest, *,
+                   score: bool = True) -> tuple[EditHandle, EditRecord]:
+    """Apply `method` to `ctx.model` in place; return the revert handle and the record.
+
+    `score=False` leaves the record's p_before/p_after fields None, for a caller that scores the targets in its
+    own batched pass (the audit), so a case scores its target once."""
     if request.objective not in method.objectives:
         raise UserError(
             f"method {method.name!r} does not support objective {request.objective!r} "
@@ -183,8 +187,8 @@ def apply_deletion(method: DeletionMethod, ctx: EditContext, request: DeletionRe
         ctx.adapter._check_layer(request.layer)
     facts = request.facts
     true_targets = [f.target for f in facts]
-    p_before = _target_probs(ctx, facts, true_targets)
-    new_before = _target_probs(ctx, facts, request.new_targets) if request.new_targets else None
+    p_before = _target_probs(ctx, facts, true_targets) if score else None
+    new_before = _target_probs(ctx, facts, request.new_targets) if score and request.new_targets else None
 
     names = method.parameters_to_edit(ctx, request)
     originals = {n: ctx.model.get_parameter(n).detach().clone() for n in names}
@@ -215,9 +219,9 @@ def apply_deletion(method: DeletionMethod, ctx: EditContext, request: DeletionRe
         hparams=dataclasses.asdict(method.hparams) if dataclasses.is_dataclass(method.hparams) else {},
         delta_norms=deltas,
         p_before=p_before,
-        p_after=_target_probs(ctx, facts, true_targets),
+        p_after=_target_probs(ctx, facts, true_targets) if score else None,
         new_target_p_before=new_before,
-        new_target_p_after=_target_probs(ctx, facts, request.new_targets) if request.new_targets else None,
+        new_target_p_after=_target_probs(ctx, facts, request.new_targets) if score and request.new_targets else None,
         seconds=seconds,
         info=info,
     )

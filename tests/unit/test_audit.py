@@ -138,9 +138,13 @@ def test_audit_writes_valid_cases_and_summary(audit_run):
         assert c["trace"]["tracing_effect"] is not None
         assert c["edit"]["layers"] == [c["spec"]["layer"]]
         assert "seconds" not in c["edit"] and c["timing"]["total_s"] > 0
+        assert c["fingerprint"]["inputs"]["probe"]["unrelated_size"] == 40 and len(c["fingerprint"]["hash"]) == 64
+        assert c["provenance"]["kdel_version"] and c["provenance"]["torch"] and c["worker"]["attempt"] == 1
     assert summary["n_success"] + summary["n_failed"] == summary["n_ok"] == len(cases)
     assert summary["cells"] and summary["correlations"] and summary["regressions"]
     assert json.loads((out / "summary.json").read_text())["case_ids"] == summary["case_ids"]
+    config = json.loads((out / "audit_config.json").read_text())
+    assert summary["provenance"] == config["provenance"] and summary["provenance"]["python"]
 
 
 def test_rerun_skips_finished_cases_and_recomputes_corrupted_ones(audit_run, trained_model_dir):
@@ -150,8 +154,9 @@ def test_rerun_skips_finished_cases_and_recomputes_corrupted_ones(audit_run, tra
     stamps = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in paths}
     bad = paths[0]
     bad.write_text(bad.read_text()[:200])  # truncated by a crash
-    with pytest.warns(UserWarning, match="invalid"):
+    with pytest.warns(UserWarning, match="1 case file is invalid"):
         again = run_audit(trained_model_dir, table, out, small_config(), progress=False)
+    assert [p.name for p in (out / "superseded").iterdir()] == [f"{bad.stem}.invalid.json"]  # kept, not lost
     after = _cases(out)
     for p in paths[1:]:
         assert (p.stat().st_ino, p.stat().st_mtime_ns) == stamps[p.name]
@@ -190,17 +195,54 @@ def test_facts_file_gives_the_same_cases_as_the_kg(audit_run, tiny_kg, trained_m
         assert facts_cases[k] == kg_cases[k]
 
 
-def test_out_dir_of_another_model_is_refused(audit_run, tmp_path, random_model_dir):
-    out, _, table = audit_run
-    other = random_model_dir("gpt2")
-    with pytest.raises(UserError, match="another model"):
-        run_audit(other, table, out, small_config(), progress=False)
+def test_executor_scores_the_target_once_and_uses_the_spec_hparams(loaded, monkeypatch):
+    import kdel.audit.execute as execute
+    import kdel.delete.base as delete_base
+    from kdel.audit.execute import CaseExecutor
+
+    model, tok, table = loaded
+    cfg = small_config(sites=("last",), layers=(2,), tracing_effect=False)
+    base = BaseScores.compute(model, tok, table, table.unrelated_sample(cfg.unrelated_size, cfg.seed))
+    targets = sample_targets(table, base.canonical_recalled(), cfg)[:1]
+    spec = build_cases(table, targets, trace_targets(model, tok, table, targets, cfg, 4, False), cfg, 4)[0]
+    spec.hparams = {**spec.hparams, "k": 3}  # the spec's resolved hparams decide, not the config's defaults
+    ex = CaseExecutor(model, tok, table, cfg, base, cache_dir=None)
+    calls = []
+    real = execute.forward_scores
+    monkeypatch.setattr(execute, "forward_scores", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    monkeypatch.setattr(delete_base, "score_targets", lambda *a, **k: pytest.fail("apply_deletion scored"))
+    rec = ex.run(spec)
+    assert rec.status == "ok" and len(rec.edit.info["units"]) == 3
+    assert calls == [rec.timing.n_rows_after]  # one batched pass after the edit, nothing else
+    # the edit record's p(o) comes from the same scores as efficacy, and equals a direct scoring
+    assert rec.edit.p_before == [rec.efficacy.target_p_before]
+    assert rec.edit.p_after == [rec.efficacy.target_p_after]
+    fact = table.fact(spec.fact_ids[0])
+    direct = score_encoded(model, [base.rows.encoded[base.rows.canonical[fact.id]]], base.pad_id)
+    assert rec.edit.p_before[0] == pytest.approx(float(direct.prob[0]), rel=1e-5)
+    assert validate_case(rec.to_json(), spec.case_id).to_json() == rec.to_json()
+
+
+def test_base_scores_travel_as_arrays(loaded):
+    model, tok, table = loaded
+    base = BaseScores.compute(model, tok, table, table.unrelated_sample(10, 3))
+    arrays = base.to_arrays()
+    assert all(isinstance(v, np.ndarray) and v.dtype != object for v in arrays.values())
+    again = BaseScores.from_arrays(tok, table, arrays)
+    assert again.unrelated_pool == base.unrelated_pool and again.pad_id == base.pad_id
+    for k in ("logprob", "recalled", "first_token_rank"):
+        assert np.array_equal(getattr(again.scores, k), getattr(base.scores, k))
+    for r, d in base.dists.items():
+        assert torch.equal(again.dists[r], d)
+    arrays["rows_digest"] = np.zeros_like(arrays["rows_digest"])
+    with pytest.raises(RuntimeError, match="encodes the probe prompts differently"):
+        BaseScores.from_arrays(tok, table, arrays)
 
 
 def test_config_validation_messages():
     for kw, msg in ((dict(methods=("nope",)), "unknown method"), (dict(per_bin=0), "per-bin"),
                     (dict(layers="some"), "--layers"), (dict(sites=("mid",)), "site"),
                     (dict(objective="forget"), "objective"), (dict(hparams={"toy-ablate": {"zz": 1}}), "zz"),
-                    (dict(hparams={"rome": {}}), "not in --methods")):
+                    (dict(hparams={"rome": {}}), "not in --methods"), (dict(unrelated_size=0), "--unrelated")):
         with pytest.raises(UserError, match=msg):
             small_config(**kw).validate()

@@ -1,0 +1,139 @@
+"""Where a result came from: the code version and the environment, recorded beside every result.
+
+`provenance(device)` returns a JSON-able dict:
+  kdel_version        the package version
+  git_commit, git_dirty
+                      the commit of the git checkout kdel runs from and whether tracked files differ from it
+                      (None, None when kdel is not run from a git checkout, e.g. an installed wheel)
+  code_hash           sha256 over kdel's own .py sources (identifies the code with or without git)
+  python, torch, transformers, numpy, scipy, sklearn
+                      library versions (None where a library is not installed)
+  platform, cpu, gpu  the OS, the CPU model, the GPU name of `device` (None on CPU)
+  torch_threads, device
+It never fails: whatever cannot be found is None. Bit-identical results need the same library versions,
+the same CPU/GPU kind and the same thread count; `provenance` records exactly those.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+LIBRARIES = {  # key in the record -> distribution name
+    "torch": "torch",
+    "transformers": "transformers",
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "sklearn": "scikit-learn",
+}
+_PACKAGE = Path(__file__).resolve().parent  # kdel/
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except Exception:  # noqa: BLE001 - not installed, or broken metadata: unknown, never an error
+        return None
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10,
+                           env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+    except Exception:  # noqa: BLE001 - no git, a timeout, ...: unknown
+        return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=1)
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout holding this kdel package, or (None, None) when it is not in one.
+
+    Dirty means a tracked file differs from the commit (untracked files such as run outputs do not count)."""
+    top = _git(["rev-parse", "--show-toplevel"], _PACKAGE)
+    if not top or not (Path(top) / "kdel").resolve() == _PACKAGE:
+        return None, None  # not a checkout, or kdel comes from elsewhere (e.g. site-packages inside a repo)
+    commit = _git(["rev-parse", "HEAD"], _PACKAGE)
+    if commit is None:
+        return None, None
+    status = _git(["status", "--porcelain", "--untracked-files=no"], _PACKAGE)
+    return commit, (None if status is None else bool(status))
+
+
+@functools.lru_cache(maxsize=1)
+def code_hash() -> str | None:
+    """sha256 over the relative paths and bytes of kdel's .py files (sorted)."""
+    try:
+        h = hashlib.sha256()
+        for p in sorted(_PACKAGE.rglob("*.py")):
+            h.update(p.relative_to(_PACKAGE).as_posix().encode())
+            h.update(b"\0")
+            h.update(p.read_bytes())
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "processor\t: ")) and ":" in line:
+                    name = line.split(":", 1)[1].strip()
+                    if name and not name.isdigit():
+                        return name
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def gpu_name(device: str | None) -> str | None:
+    if not device or not str(device).startswith("cuda"):
+        return None
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        index = int(str(device).split(":", 1)[1]) if ":" in str(device) else torch.cuda.current_device()
+        return str(torch.cuda.get_device_name(index))
+    except Exception:  # noqa: BLE001 - unknown, never an error
+        return None
+
+
+def _torch_threads() -> int | None:
+    try:
+        import torch
+
+        return int(torch.get_num_threads())
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def provenance(device: str | None = "cpu") -> dict:
+    """The code version and environment of this process (see the module docstring)."""
+    from kdel import __version__
+
+    commit, dirty = git_state()
+    rec = {
+        "kdel_version": __version__,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "code_hash": code_hash(),
+        "python": platform.python_version(),
+    }
+    rec.update({key: _version(dist) for key, dist in LIBRARIES.items()})
+    rec.update({
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "gpu": gpu_name(device),
+        "torch_threads": _torch_threads(),
+        "device": None if device is None else str(device),
+    })
+    return rec
