@@ -31,8 +31,8 @@ def audit_dir(out: Path, cell: Cell) -> Path:
 
 def read_cell_cases(out: Path, cell: Cell) -> list[dict] | None:
     """The cell's planned cases, or None when its audit is not finished (a missing or invalid case file)."""
-    from kdel.audit.runner import case_path, load_case
     from kdel.audit.schema import CaseSchemaError
+    from kdel.audit.store import case_path, read_case
     from kdel.sweep.stages import stage_record
 
     d = audit_dir(out, cell)
@@ -42,7 +42,7 @@ def read_cell_cases(out: Path, cell: Cell) -> list[dict] | None:
     cases = []
     for cid in cfg.get("case_ids", []):
         try:
-            c = load_case(case_path(d, cid))
+            c = read_case(case_path(d, cid))
         except CaseSchemaError:
             return None
         if c is None:

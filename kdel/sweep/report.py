@@ -37,16 +37,19 @@ def stage_timing(plan: Plan, out: Path) -> dict:
     from kdel.sweep.stages import stage_record
 
     seconds = {k: 0.0 for k in FOLDERS}
+    cpu = {k: 0.0 for k in FOLDERS}
     versions = {}
     for j in plan.jobs.values():
         rec = stage_record(j.dir(out))
         if rec is None:
             continue
         seconds[j.kind] += float(rec.get("seconds") or 0.0)
-        code = (rec.get("provenance") or {}).get("code") or {}
-        key = f"{code.get('version')}+{code.get('git_commit')}{' (dirty)' if code.get('git_dirty') else ''}"
+        cpu[j.kind] += float(rec.get("cpu_seconds") or 0.0)
+        prov = rec.get("provenance") or {}
+        key = f"{prov.get('kdel_version')}+{prov.get('git_commit')}{' (dirty)' if prov.get('git_dirty') else ''}"
         versions[key] = versions.get(key, 0) + 1
-    return {"stage_seconds": seconds, "stage_seconds_total": sum(seconds.values()), "stage_code_versions": versions}
+    return {"stage_seconds": seconds, "stage_seconds_total": sum(seconds.values()), "stage_cpu_seconds": cpu,
+            "stage_code_versions": versions}
 
 
 def compute_results(config, plan: Plan, out: Path, cases_by_cell: dict, state: dict) -> dict:
@@ -91,7 +94,7 @@ def compute_results(config, plan: Plan, out: Path, cases_by_cell: dict, state: d
         "hase": hase,
         "hase_paper": PAPER_HASE,
         "failures": state.get("failures", {}),
-        "provenance": provenance(),
+        "provenance": provenance(state.get("device")),
         "run": {"workers": state.get("workers"), "backend": state.get("backend"), "device": state.get("device"),
                 "threads_per_job": state.get("threads"),
                 "wall_s_this_invocation": state.get("wall_s_this_run"),

@@ -158,23 +158,24 @@ def cells_section(cells: list[dict]) -> list[str]:
 
 
 def environment_section(res: dict) -> list[str]:
+    from kdel.sweep.environment import libraries
+
     prov = res.get("provenance") or {}
-    code = prov.get("code") or {}
-    libs = prov.get("libraries") or {}
-    hw = prov.get("hardware") or {}
     run = res.get("run") or {}
     stage_s = run.get("stage_seconds") or {}
+    stage_cpu = run.get("stage_cpu_seconds") or {}
     lines = ["## Reproducibility", "",
-             f"- Code: {code.get('package', 'kdel')} {code.get('version')}, git commit {code.get('git_commit')} "
-             f"(uncommitted changes: {f(code.get('git_dirty'))}).",
-             "- Libraries: " + ", ".join(f"{k} {v}" for k, v in sorted(libs.items())) + ".",
-             f"- Hardware: {hw.get('cpu')} ({hw.get('cpu_count')} CPUs); GPU: {', '.join(hw.get('gpus') or []) or 'none'};"
-             f" {hw.get('platform')}.",
+             f"- Code: kdel {prov.get('kdel_version')}, git commit {prov.get('git_commit')} (uncommitted changes: "
+             f"{f(prov.get('git_dirty'))}), source hash {str(prov.get('code_hash'))[:12]}.",
+             "- Libraries: " + ", ".join(f"{k} {v}" for k, v in libraries(prov).items()) + ".",
+             f"- Hardware: {prov.get('cpu')} ({prov.get('cpu_count')} CPUs); GPU: {prov.get('gpu') or 'none'}; "
+             f"{prov.get('platform')}.",
              f"- Run: {run.get('workers')} worker(s), backend {run.get('backend')}, device {run.get('device')}, "
              f"{run.get('threads_per_job')} torch thread(s) per job.",
              f"- Wall time: {f(run.get('wall_s_all_invocations'), 1)} s over {run.get('invocations')} invocation(s) "
-             f"(this one: {f(run.get('wall_s_this_invocation'), 1)} s, before aggregation); stage compute recorded: "
-             + ", ".join(f"{k} {f(v, 1)} s" for k, v in stage_s.items()) + ".",
+             f"(this one: {f(run.get('wall_s_this_invocation'), 1)} s, before aggregation). Stage jobs recorded "
+             + ", ".join(f"{k} {f(v, 1)} s" for k, v in stage_s.items()) + " of wall time and "
+             + ", ".join(f"{k} {f(v, 1)} s" for k, v in stage_cpu.items()) + " of CPU time.",
              f"- Cells finished: {res['n_cells_finished']} of {res['n_cells']}.",
              ]
     versions = run.get("stage_code_versions") or {}

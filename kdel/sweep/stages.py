@@ -83,7 +83,7 @@ def run_job(job: Job, out: str, device: str = "cpu", threads: int = 1) -> dict:
         raise ValueError(job.kind)
     rec = {"format": STAGE_FORMAT, "kind": job.kind, "key": job.key, "inputs": job.inputs,
            "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, "device": device, "threads": threads, "pid": os.getpid(),
-           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "provenance": provenance(), **extra}
+           "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "provenance": provenance(device), **extra}
     atomic_write_json(d / STAGE_FILE, rec)
     return rec
 

@@ -120,8 +120,7 @@ def test_sweep_end_to_end_kill_and_resume(tmp_path):
         assert "p_holm" in r and "q_bh" in r and "estimate" in r["pooled"]
     assert any(r["q_bh"] is not None for r in pop)
     assert len(res["comparisons"]) == 1 and res["comparisons"][0]["a"] == "rome-ba"
-    code = res["provenance"]["code"]
-    assert code["git_commit"] and code["version"]
+    assert res["provenance"]["git_commit"] and res["provenance"]["kdel_version"]
     assert res["run"]["invocations"] == 2 and res["run"]["stage_seconds_total"] > 0
 
     # 4. RESULTS.md (also copied with its figures), cases.csv loadable as a table
