@@ -60,13 +60,13 @@ def primary_per_seed(primary: dict, path: Path) -> Path | None:
                 ax1.plot([e["lo"], e["hi"]], [y + off] * 2, "-", color=colour)
         pooled = primary["pooled"].get(side) or {}
         if pooled.get("estimate") is not None:
-            _diamond(ax1, pooled["estimate"], pooled.get("lo"), pooled.get("hi"), off, colour,
-                     primary[side] + " (pooled)")
+            _diamond(ax1, pooled["estimate"], pooled.get("lo"), pooled.get("hi"), 2 * off, colour,
+                     primary[side] + " (pooled)", half=0.12)
     ax1.axvline(0, color="grey", lw=0.8)
     ax1.set_yticks(list(ys) + [0])
     ax1.set_yticklabels([f"seed {s}" for s in seeds] + ["pooled"])
     ax1.set_xlabel("Spearman ρ (per fact; CI: cluster bootstrap over subjects)")
-    ax1.legend(loc="lower right", fontsize=8)
+    ax1.legend(loc="best", fontsize=7)
     for y, r in zip(ys, primary["per_seed"]):
         a, b, d = r.get("a") or {}, r.get("b") or {}, r.get("difference") or {}
         if a.get("estimate") is None or b.get("estimate") is None:
@@ -86,10 +86,10 @@ def primary_per_seed(primary: dict, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def _diamond(ax, x, lo, hi, y, colour, label):
+def _diamond(ax, x, lo, hi, y, colour, label, half: float = 0.25):
     lo = x if lo is None else lo
     hi = x if hi is None else hi
-    ax.fill([lo, x, hi, x], [y, y + 0.25, y, y - 0.25], color=colour, alpha=0.6, label=label)
+    ax.fill([lo, x, hi, x], [y, y + half, y, y - half], color=colour, alpha=0.6, label=label)
 
 
 def _fact_columns(cases: list[dict], spec: dict):
@@ -140,6 +140,7 @@ def hase_r2(rows: list[dict], paper: dict, path: Path) -> Path | None:
     rows = [r for r in rows if any(s.get("r2_layer") is not None for s in r["per_seed"])]
     if not rows:
         return None
+    rows = [r for r in rows if r["y"] == rows[0]["y"]]  # one edit-success measure per figure
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows) + 2), 4))
     keys = (("r2_layer", "layer", "#1f77b4"), ("r2_tracing", "tracing effect", "#d62728"),
