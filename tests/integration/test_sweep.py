@@ -146,3 +146,34 @@ def test_sweep_end_to_end_kill_and_resume(tmp_path):
         busy = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert busy.returncode == 2 and "in use by another kdel process" in busy.stderr
     assert _records(out) == after
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_executors_run_jobs_in_other_processes(tmp_path, backend):
+    """N local worker processes and Ray tasks run the same job function and write the same records."""
+    if backend == "ray":
+        pytest.importorskip("ray")
+    from kdel.sweep.backends import make_executor
+    from kdel.sweep.grid import Job, inputs_key
+    from kdel.sweep.stages import job_done, stage_record
+
+    jobs = []
+    for seed in (0, 1, 2):
+        inputs = {"kind": "kg", "kg": {"topology": "er", "entities": 12, "relations": "auto", "seed": seed}}
+        jobs.append(Job("kg", inputs_key(inputs), inputs))
+    ex = make_executor(backend, 2, tmp_path, "cpu", 1)
+    try:
+        assert ex.slots == 2
+        handles = [ex.submit(j) for j in jobs]
+        done = []
+        while handles:
+            for h, rec, err in ex.wait(handles):
+                handles.remove(h)
+                assert err is None, err
+                done.append(rec)
+    finally:
+        ex.close()
+    assert all(job_done(j, tmp_path) for j in jobs)
+    pids = {stage_record(j.dir(tmp_path))["pid"] for j in jobs}
+    assert os.getpid() not in pids and {r["key"] for r in done} == {j.key for j in jobs}
