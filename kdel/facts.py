@@ -5,8 +5,15 @@ popularity bins and scoring are computed identically: exporting a KG with `expor
 the file back gives the same table, hence the same audit results.
 
 Facts-file lines (JSONL): {"subject", "prompt", "target", "relation"?, "paraphrases"?, "popularity"?}
-plus kdel's optional extensions "prompts" (every training-phrasing prompt, `prompt` first) and
-"object_popularity". `--fact N` is the 0-based line number.
+plus kdel's optional extensions "prompts" (every training-phrasing prompt, `prompt` first),
+"object_popularity", and "subject_id" / "object_id" (entity ids, written by `kdel kg export-facts`).
+`--fact N` is the 0-based line number.
+
+Entities are matched on normalised surface forms (`synth_kg.surface_key`: leading/trailing whitespace
+stripped, case kept), so a target " Madrid" is the subject "Madrid" for popularity counts and probe groups.
+Popularity bins and probe groups come from `synth_kg.index.FactIndex`, the one implementation the KG path
+uses too; a facts file's entity ids (the bins' tie-break) are its `subject_id`/`object_id` fields when every
+line has them, else the order of first appearance.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pathlib import Path
 
 from kdel.errors import UserError
 from kdel.io import atomic_write_text, read_jsonl, sha256_file, sha256_text
+from synth_kg.index import FactIndex, first_appearance_ids, surface_key
 from synth_kg.probes import ProbeIndex
 
 
@@ -46,6 +54,7 @@ class FactTable:
     corpus: list[str] | None = None  # training text (KG corpus or --corpus), for key statistics and KL prefixes
     kg: object | None = None  # the KnowledgeGraph when source == "kg"
     meta: dict = field(default_factory=dict)
+    entity_ids: dict[str, int] | None = None  # surface key -> entity id; None = order of first appearance
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -64,7 +73,8 @@ class FactTable:
                     object_popularity=float(kg.degree(t.object)),
                 )
             )
-        return cls(facts, "kg", kg.content_hash(), corpus=kg.corpus_lines(), kg=kg)
+        ids = {surface_key(e.name): e.id for e in kg.entities}
+        return cls(facts, "kg", kg.content_hash(), corpus=kg.corpus_lines(), kg=kg, entity_ids=ids)
 
     @classmethod
     def from_jsonl(cls, path: str | Path, corpus: str | Path | None = None) -> FactTable:
@@ -93,19 +103,21 @@ class FactTable:
             rows.append(row)
         if not rows:
             raise UserError(f"facts file {path} has no facts")
-        mentions = Counter()
+        entity_ids = _entity_ids(rows, path)
+        mentions = Counter()  # lines mentioning each entity (normalised surface form)
         for r in rows:
-            mentions[r["subject"]] += 1
-            mentions[r["target"]] += 1
+            mentions[surface_key(r["subject"])] += 1
+            mentions[surface_key(r["target"])] += 1
         given = {}
         for r in rows:
             if "popularity" in r:
-                given.setdefault(r["subject"], float(r["popularity"]))
+                given.setdefault(surface_key(r["subject"]), float(r["popularity"]))
             if "object_popularity" in r:
-                given.setdefault(r["target"], float(r["object_popularity"]))
+                given.setdefault(surface_key(r["target"]), float(r["object_popularity"]))
 
         def pop(name: str) -> float:
-            return given.get(name, float(mentions[name]))
+            key = surface_key(name)
+            return given.get(key, float(mentions[key]))
 
         facts = []
         for i, r in enumerate(rows):
@@ -130,7 +142,7 @@ class FactTable:
                 raise UserError(f"corpus file {cpath} does not exist")
             corpus_lines = [ln for ln in cpath.read_text(encoding="utf-8").splitlines() if ln.strip()]
             meta["corpus_hash"] = sha256_text("\n".join(corpus_lines))
-        return cls(facts, "facts", sha256_file(path), corpus=corpus_lines, meta=meta)
+        return cls(facts, "facts", sha256_file(path), corpus=corpus_lines, meta=meta, entity_ids=entity_ids)
 
     # -- lookup ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -173,32 +185,38 @@ class FactTable:
                 lines.append(p + " " + f.target)
         return lines
 
-    # -- popularity and probe groups ------------------------------------------------------------
-    def subject_bins(self, n_bins: int = 5) -> list[int]:
-        """Popularity bin of each fact's subject: rank quantiles over the facts' subjects (ties by name)."""
-        from synth_kg import rank_quantile_bins
+    # -- popularity and probe groups (one implementation for both sources: synth_kg.index) ----------
+    @cached_property
+    def fact_index(self) -> FactIndex:
+        """Bins and probe groups over normalised surface forms; popularity = the facts' popularity fields."""
+        keys = [(surface_key(f.subject), surface_key(f.relation) if f.relation is not None else None,
+                 surface_key(f.target)) for f in self.facts]
+        popularity: dict[str, float] = {}
+        for (s, _, o), f in zip(keys, self.facts):
+            popularity.setdefault(s, f.subject_popularity)
+            popularity.setdefault(o, f.object_popularity)
+        ids = self.entity_ids if self.entity_ids is not None else first_appearance_ids(keys)
+        return FactIndex(keys, popularity, ids, paraphrased=[bool(f.paraphrases) for f in self.facts])
 
-        return rank_quantile_bins([f.subject_popularity for f in self.facts], n_bins, [f.subject for f in self.facts])
+    def subject_bins(self, n_bins: int = 5) -> list[int]:
+        """Popularity bin of each fact's subject: rank quantiles over the facts' subjects, ties by entity id."""
+        return self.fact_index.subject_bins(n_bins)
 
     def object_bins(self, n_bins: int = 5) -> list[int]:
-        from synth_kg import rank_quantile_bins
+        return self.fact_index.object_bins(n_bins)
 
-        return rank_quantile_bins([f.object_popularity for f in self.facts], n_bins, [f.target for f in self.facts])
-
-    @cached_property
+    @property
     def probe_index(self) -> ProbeIndex:
-        return ProbeIndex.build([(f.subject, f.relation, f.target) for f in self.facts])
+        return self.fact_index.probes
 
     def unrelated_sample(self, size: int = 200, seed: int = 0) -> list[int]:
-        return self.probe_index.unrelated_sample(size, seed)
+        return self.fact_index.unrelated_sample(size, seed)
 
     def probe_groups(self, fact_id: int, unrelated_pool: list[int] | None = None) -> dict[str, list[int]]:
-        """Fact ids of every probe group of `fact_id` (DESIGN §1, precedence of §12)."""
+        """Fact ids of every probe group of `fact_id` (DESIGN §1, precedence of §12); `paraphrase` is empty
+        when the fact has no held-out prompts."""
         self.fact(fact_id)
-        groups = self.probe_index.groups(fact_id, unrelated_pool or [])
-        if not self.facts[fact_id].paraphrases:
-            groups["paraphrase"] = []
-        return groups
+        return self.fact_index.groups(fact_id, unrelated_pool or [])
 
     def check_encodable(self, tokenizer) -> None:
         """Every target must encode without the unknown token (a user error otherwise)."""
@@ -226,10 +244,36 @@ def fact_to_json(f: Fact) -> dict:
     return row
 
 
+def _entity_ids(rows: list[dict], path: Path) -> dict[str, int] | None:
+    """Entity ids from the `subject_id`/`object_id` fields (all lines or none), keyed by surface form; None
+    when the file has none (the order of first appearance is used then)."""
+    has = [("subject_id" in r) + ("object_id" in r) for r in rows]
+    if not any(has):
+        return None
+    if not all(h == 2 for h in has):
+        raise UserError(f"{path}: 'subject_id' and 'object_id' must be given on every line or on none")
+    ids: dict[str, int] = {}
+    names: dict[int, str] = {}
+    for i, r in enumerate(rows):
+        for name_key, id_key in (("subject", "subject_id"), ("target", "object_id")):
+            eid, name = r[id_key], surface_key(r[name_key])
+            if not isinstance(eid, int) or isinstance(eid, bool) or eid < 0:
+                raise UserError(f"{path}: fact {i}: {id_key!r} must be an integer >= 0")
+            if ids.setdefault(name, eid) != eid or names.setdefault(eid, name) != name:
+                raise UserError(f"{path}: fact {i}: {id_key} {eid} of {name!r} disagrees with an earlier "
+                                "line (one id per entity, one entity per id)")
+    return ids
+
+
 def export_kg_facts(kg, path: str | Path) -> int:
-    """Write a KG's facts as a facts file (line number = triple id). Returns the number of lines."""
+    """Write a KG's facts as a facts file (line number = triple id, entity ids kept). Returns the number of lines."""
     table = FactTable.from_kg(kg)
-    text = "".join(json.dumps(fact_to_json(f), ensure_ascii=False, sort_keys=True) + "\n" for f in table.facts)
+    rows = []
+    for f in table.facts:
+        row = fact_to_json(f)
+        row["subject_id"], row["object_id"] = kg.triples[f.id].subject, kg.triples[f.id].object
+        rows.append(row)
+    text = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
     atomic_write_text(path, text)
     return len(table.facts)
 

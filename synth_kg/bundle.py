@@ -1,8 +1,12 @@
 """The KG bundle on disk (DESIGN §2, §12): kg.json (`kdel-kg/1`), corpus.txt, graph.graphml.
 
-Saving writes all three files into a staging directory and swaps it in with `kdel.io.replace_directory`,
-so an existing bundle is replaced whole or not at all. Loading validates everything and raises
-`UserError` with one line naming the file and the problem.
+Saving writes all three files into a staging directory and swaps it in with `replace_directory`, so an
+existing bundle is replaced whole or not at all. Reading turns kg.json into the constructor arguments of a
+`KnowledgeGraph` (schema checked here, meaning checked by the graph itself); any problem is a `UserError`
+with one line naming the file and the problem.
+
+This module does not import `synth_kg.graph` (the graph imports it): it reads a graph's attributes to
+write one, and hands plain parts back when reading.
 """
 
 from __future__ import annotations
@@ -11,15 +15,16 @@ import json
 import shutil
 from pathlib import Path
 
-from kdel.errors import UserError
-from kdel.io import atomic_write_text, dumps_json, replace_directory, staging_dir_for
-from synth_kg.graph import FORMAT, Entity, KnowledgeGraph, Triple
+from synth_kg.atomic import atomic_write_text, dumps_json, replace_directory, staging_dir_for
+from synth_kg.errors import UserError
 from synth_kg.relations import Relation
+from synth_kg.types import FORMAT, Entity, Triple
 
 KG_FILE, CORPUS_FILE, GRAPH_FILE = "kg.json", "corpus.txt", "graph.graphml"
 
 
-def to_dict(kg: KnowledgeGraph) -> dict:
+def to_dict(kg) -> dict:
+    """The kg.json object of a `KnowledgeGraph`."""
     return {
         "format": FORMAT,
         "config": kg.config,
@@ -46,7 +51,7 @@ _NODE_KEYS = (("n0", "name", "string"), ("n1", "kind", "string"), ("n2", "degree
 _EDGE_KEYS = (("e0", "relation", "int"), ("e1", "triple", "int"), ("e2", "relation_name", "string"))
 
 
-def graphml_text(kg: KnowledgeGraph) -> str:
+def graphml_text(kg) -> str:
     """GraphML of `kg.to_networkx()` (a directed multigraph; edge id = triple id), written directly.
 
     Same content as networkx's writer (and read back by `networkx.read_graphml`), ~10x faster at 150k edges.
@@ -75,7 +80,7 @@ def graphml_text(kg: KnowledgeGraph) -> str:
     return "\n".join(lines)
 
 
-def save(kg: KnowledgeGraph, directory: str | Path) -> Path:
+def save(kg, directory: str | Path) -> Path:
     """Write the bundle to `directory` atomically (a whole new bundle or the old one, never a mix)."""
     final = Path(directory)
     if final.exists() and not final.is_dir():
@@ -110,7 +115,8 @@ def _need(obj: dict, key: str, types, where: str):
     return value
 
 
-def from_dict(obj: dict) -> KnowledgeGraph:
+def parts_from_dict(obj: dict) -> dict:
+    """The keyword arguments of `KnowledgeGraph(...)` stored in a kg.json object (schema checked)."""
     if not isinstance(obj, dict):
         raise UserError("the top level must be a JSON object")
     fmt = obj.get("format")
@@ -134,13 +140,14 @@ def from_dict(obj: dict) -> KnowledgeGraph:
                _need(t, "relation", int, f"triple #{i}"), _need(t, "object", int, f"triple #{i}"))
         for i, t in enumerate(_need(obj, "triples", list, "kg.json"))
     ]
-    return KnowledgeGraph(entities, relations, triples, config=_need(obj, "config", dict, "kg.json"),
-                          seed=_need(obj, "seed", int, "kg.json"), dropped=obj.get("dropped", []),
-                          versions=obj.get("versions", {}), generation=obj.get("generation", {}))
+    return dict(entities=entities, relations=relations, triples=triples,
+                config=_need(obj, "config", dict, "kg.json"), seed=_need(obj, "seed", int, "kg.json"),
+                dropped=obj.get("dropped", []), versions=obj.get("versions", {}),
+                generation=obj.get("generation", {}))
 
 
-def load(directory: str | Path) -> KnowledgeGraph:
-    """Read and validate a bundle; any problem is a `UserError` naming the file."""
+def read_kg_json(directory: str | Path) -> tuple[Path, object]:
+    """(path of kg.json, its parsed JSON) of a bundle directory; a missing or unreadable file is a UserError."""
     d = Path(directory)
     if not d.exists():
         raise UserError(f"KG directory {d} does not exist")
@@ -150,12 +157,8 @@ def load(directory: str | Path) -> KnowledgeGraph:
     if not path.is_file():
         raise UserError(f"{d} is not a KG bundle: {KG_FILE} is missing")
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        return path, json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path} is not valid JSON (truncated or corrupt?): {e.msg} at line {e.lineno}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read {path}: {e}") from None
-    try:
-        return from_dict(obj)
-    except UserError as e:
-        raise UserError(f"{path}: {e}") from None

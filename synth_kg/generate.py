@@ -1,16 +1,25 @@
-"""`KGConfig` and `generate()`: topology → connected graph → functional triples → names → KnowledgeGraph."""
+"""`KGConfig` and `generate()`: topology → connected graph → functional triples → names → KnowledgeGraph.
+
+`text_format="sro"` (DESIGN §13) builds the very same graph, triples and names as the natural format with
+the same seed and graph flags (names drawn against the natural templates' words), then writes every entity
+as one token (the name with spaces turned into underscores, "Maria_Lopez") and every relation as one token
+(its name, "best_friend"), with the single template `{s} TOKEN {o}` and no held-out template. The
+template-count flags are ignored there (recorded as 1 and 0). A natural-format config records no
+`text_format` key, so natural bundles keep the bytes they had before the option existed.
+"""
 
 from __future__ import annotations
 
 import platform
 from dataclasses import asdict, dataclass
 
-from kdel.errors import UserError
+from synth_kg.errors import UserError
 from synth_kg.build import attribute_triples, edges_to_triples
 from synth_kg.corpus import EXPOSURES, sub_seed
-from synth_kg.graph import Entity, KnowledgeGraph, Triple
+from synth_kg.graph import KnowledgeGraph
+from synth_kg.types import TEXT_FORMATS, Entity, Triple
 from synth_kg.names import NameRegistry, person_names, place_names
-from synth_kg.relations import make_relations, vocabulary
+from synth_kg.relations import make_relations, to_sro, vocabulary
 from synth_kg.topology import TOPOLOGIES, connect, make_graph
 
 
@@ -30,6 +39,7 @@ class KGConfig:
     exposure: str = "uniform"  # "uniform" | "popularity"
     repeats: int = 1
     singletons: str = "reattach"  # nodes outside the giant component: "reattach" | "drop"
+    text_format: str = "natural"  # "natural" | "sro" (one token per entity and relation, a fact is "s r o")
 
     def validate(self) -> None:
         def is_int(x) -> bool:
@@ -59,6 +69,17 @@ class KGConfig:
             raise UserError(f"--attribute-pool must be an integer >= 1, got {self.attribute_pool!r}")
         if self.singletons not in ("reattach", "drop"):
             raise UserError(f"unknown singleton mode {self.singletons!r}: use reattach or drop")
+        if self.text_format not in TEXT_FORMATS:
+            raise UserError(f"unknown format {self.text_format!r}: use {' or '.join(TEXT_FORMATS)}")
+
+    def recorded(self) -> dict:
+        """The config as kg.json stores it (see the module docstring for the `text_format` rule)."""
+        d = asdict(self)
+        if self.text_format == "natural":
+            del d["text_format"]
+        else:
+            d["templates_per_relation"], d["heldout_per_relation"] = 1, 0
+        return d
 
 
 def library_versions() -> dict:
@@ -77,7 +98,9 @@ def generate(cfg: KGConfig) -> KnowledgeGraph:
     graph = conn.graph
     max_degree = max((d for _, d in graph.degree()), default=1)
     n_rel = max(1, max_degree) if cfg.relations == "auto" else cfg.relations
-    relations = make_relations(n_rel, cfg.attribute_relations, cfg.templates_per_relation, cfg.heldout_per_relation)
+    sro = cfg.text_format == "sro"
+    relations = make_relations(n_rel, cfg.attribute_relations, 3 if sro else cfg.templates_per_relation,
+                               1 if sro else cfg.heldout_per_relation)
 
     built = edges_to_triples(list(graph.edges()), n_rel, sub_seed(seed, "edges"))
     # Nodes left without any fact (possible only when edges were dropped) are dropped too.
@@ -105,6 +128,9 @@ def generate(cfg: KGConfig) -> KnowledgeGraph:
                     for v in range(len(pool)) if v not in value_id]
         triples += [(s, r, value_id[o]) for s, r, o in attr]
 
+    if sro:
+        entity_names = [("_".join(name.split()), kind) for name, kind in entity_names]
+        relations = to_sro(relations)
     parts = [Entity(i, name, 0, 0, 0, kind) for i, (name, kind) in enumerate(entity_names)]
     generation = {
         "relations": n_rel,
@@ -118,5 +144,5 @@ def generate(cfg: KGConfig) -> KnowledgeGraph:
         "max_graph_degree": max_degree,
     }
     return KnowledgeGraph.from_parts(parts, relations, [Triple(i, *t) for i, t in enumerate(triples)],
-                                     config=asdict(cfg), seed=seed, dropped=dropped,
+                                     config=cfg.recorded(), seed=seed, dropped=dropped,
                                      versions=library_versions(), generation=generation)

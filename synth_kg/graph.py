@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdel.errors import UserError
+from synth_kg import bundle
+from synth_kg.atomic import dumps_json, sha256_text
 from synth_kg.corpus import EXPOSURES, corpus_lines, fact_counts, prompt_of, render
-from synth_kg.popularity import rank_quantile_bins
-from synth_kg.relations import Relation, check_template
+from synth_kg.errors import UserError
+from synth_kg.index import FactIndex
+from synth_kg.relations import Relation, check_sro_template, check_template
+from synth_kg.types import FORMAT, TEXT_FORMATS, Entity, Triple
 
-FORMAT = "kdel-kg/1"
-
-
-@dataclass(frozen=True)
-class Entity:
-    id: int
-    name: str
-    degree: int
-    in_degree: int
-    out_degree: int
-    kind: str = "entity"  # "entity" or "value" (an attribute value, e.g. a city)
-
-
-@dataclass(frozen=True)
-class Triple:
-    id: int
-    subject: int
-    relation: int
-    object: int
+__all__ = ["FORMAT", "Entity", "KnowledgeGraph", "Triple"]
 
 
 def _degrees(n: int, triples: Iterable[Triple]) -> tuple[list[int], list[int]]:
@@ -59,7 +43,7 @@ class KnowledgeGraph:
         self.generation: dict = dict(generation or {})
         self._validate()
         self._by_name = {e.name: e.id for e in self.entities}
-        self._probe_index = None
+        self._fact_index: FactIndex | None = None
         self._unrelated: dict[tuple[int, int], list[int]] = {}
         self._corpus: list[str] | None = None
         self._exposure: list[int] | None = None
@@ -96,13 +80,18 @@ class KnowledgeGraph:
             names[e.name] = e.id
             if e.kind not in ("entity", "value"):
                 raise UserError(f"entity {e.id} has unknown kind {e.kind!r} (expected entity or value)")
-        for r in self.relations:
-            if not r.templates or not r.heldout_templates:
-                raise UserError(f"relation {r.id} ({r.name}) needs at least one training and one held-out template")
-            for t in r.templates + r.heldout_templates:
-                problem = check_template(t) if isinstance(t, str) else f"template {t!r} is not text"
-                if problem:
-                    raise UserError(f"relation {r.id} ({r.name}): {problem}")
+        if self.text_format not in TEXT_FORMATS:
+            raise UserError(f"unknown text format {self.text_format!r}: use {' or '.join(TEXT_FORMATS)}")
+        if self.text_format == "sro":
+            self._validate_sro()
+        else:
+            for r in self.relations:
+                if not r.templates or not r.heldout_templates:
+                    raise UserError(f"relation {r.id} ({r.name}) needs at least one training and one held-out template")
+                for t in r.templates + r.heldout_templates:
+                    problem = check_template(t) if isinstance(t, str) else f"template {t!r} is not text"
+                    if problem:
+                        raise UserError(f"relation {r.id} ({r.name}): {problem}")
         n_e, n_r = len(self.entities), len(self.relations)
         seen: dict[tuple[int, int], int] = {}
         for t in self.triples:
@@ -125,6 +114,32 @@ class KnowledgeGraph:
             raise UserError(f"unknown exposure {self.config['exposure']!r}: use {' or '.join(EXPOSURES)}")
         if not isinstance(self.config["repeats"], int) or self.config["repeats"] < 1:
             raise UserError(f"repeats must be an integer >= 1, got {self.config['repeats']!r}")
+
+    def _validate_sro(self) -> None:
+        """`sro`: each entity name and each relation is one whitespace-free token, all distinct; one
+        template `{s} TOKEN {o}` per relation and no held-out template."""
+        for e in self.entities:
+            if len(e.name.split()) != 1 or e.name != e.name.strip():
+                raise UserError(f"entity {e.id} name {e.name!r} must be one token (no whitespace) in the sro format")
+        names = {e.name for e in self.entities}
+        tokens: dict[str, int] = {}
+        for r in self.relations:
+            if len(r.templates) != 1 or r.heldout_templates:
+                raise UserError(f"relation {r.id} ({r.name}) must have exactly one template and no held-out "
+                                "template in the sro format")
+            problem, token = check_sro_template(r.templates[0]) if isinstance(r.templates[0], str) else (
+                f"template {r.templates[0]!r} is not text", None)
+            if problem:
+                raise UserError(f"relation {r.id} ({r.name}): {problem}")
+            if token in names or token in tokens:
+                raise UserError(f"relation {r.id} token {token!r} is also "
+                                f"{'an entity name' if token in names else f'relation {tokens[token]}'}")
+            tokens[token] = r.id
+
+    @property
+    def text_format(self) -> str:
+        """How facts are written as text: "natural" (templates) or "sro" (one token each, DESIGN §13)."""
+        return self.config.get("text_format", "natural")
 
     # ---------------------------------------------------------------------------------------- lookups
     def entity(self, eid: int) -> Entity:
@@ -200,39 +215,38 @@ class KnowledgeGraph:
             self._exposure = counts
         return self._exposure[self.entity(eid).id]
 
-    # ------------------------------------------------------------------------------------- popularity
+    # ------------------------------------------------------------------------ popularity and probes
+    def fact_index(self) -> FactIndex:
+        """Bins and probe groups over entity ids (degree = popularity, ties by id): `synth_kg.index`."""
+        if self._fact_index is None:
+            self._fact_index = FactIndex(
+                [(t.subject, t.relation, t.object) for t in self.triples],
+                popularity={e.id: e.degree for e in self.entities}, ids={e.id: e.id for e in self.entities},
+                paraphrased=[bool(self.relations[t.relation].heldout_templates) for t in self.triples])
+        return self._fact_index
+
     def subject_bins(self, n_bins: int = 5) -> list[int]:
         """Popularity bin of each fact's subject: rank quantiles of degree over the facts, ties by entity id."""
-        subj = [t.subject for t in self.triples]
-        return rank_quantile_bins([self.entities[s].degree for s in subj], n_bins, tiebreak=subj)
+        return self.fact_index().subject_bins(n_bins)
 
     def object_bins(self, n_bins: int = 5) -> list[int]:
-        obj = [t.object for t in self.triples]
-        return rank_quantile_bins([self.entities[o].degree for o in obj], n_bins, tiebreak=obj)
+        return self.fact_index().object_bins(n_bins)
 
     def degree_bins(self, n_bins: int = 5) -> list[int]:
         """Popularity bin of each entity (rank quantiles of degree over entities, ties by id)."""
-        return rank_quantile_bins([e.degree for e in self.entities], n_bins, tiebreak=[e.id for e in self.entities])
-
-    # ----------------------------------------------------------------------------------------- probes
-    def probe_index(self):
-        if self._probe_index is None:
-            from synth_kg.probes import ProbeIndex
-
-            self._probe_index = ProbeIndex.build([(t.subject, t.relation, t.object) for t in self.triples])
-        return self._probe_index
+        return self.fact_index().entity_bins(n_bins, keys=[e.id for e in self.entities])
 
     def unrelated_pool(self, size: int = 200, seed: int = 0) -> list[int]:
         """The run's fixed random sample of fact ids from which `unrelated` probes are taken."""
         key = (size, seed)
         if key not in self._unrelated:
-            self._unrelated[key] = self.probe_index().unrelated_sample(size, seed)
+            self._unrelated[key] = self.fact_index().unrelated_sample(size, seed)
         return self._unrelated[key]
 
     def probe_groups(self, tid: int, unrelated_size: int = 200, seed: int = 0) -> dict[str, list[int]]:
         """Fact ids of every probe group of fact `tid` (DESIGN §1), disjoint by the precedence of §12."""
         self.triple(tid)
-        return self.probe_index().groups(tid, self.unrelated_pool(unrelated_size, seed))
+        return self.fact_index().groups(tid, self.unrelated_pool(unrelated_size, seed))
 
     # ---------------------------------------------------------------------------------------- exports
     def to_networkx(self):
@@ -249,25 +263,29 @@ class KnowledgeGraph:
         return g
 
     def to_dict(self) -> dict:
-        from synth_kg.bundle import to_dict
+        """The kg.json object (`kdel-kg/1`)."""
+        return bundle.to_dict(self)
 
-        return to_dict(self)
+    @classmethod
+    def from_dict(cls, obj: dict) -> KnowledgeGraph:
+        """A validated graph from a kg.json object (UserError naming the problem)."""
+        return cls(**bundle.parts_from_dict(obj))
 
     def content_hash(self) -> str:
-        from kdel.io import dumps_json, sha256_text
-
         return sha256_text(dumps_json(self.to_dict()))
 
     def save(self, directory: str | Path) -> Path:
-        from synth_kg.bundle import save
-
-        return save(self, directory)
+        """Write the bundle atomically (a whole new bundle or the old one, never a mix)."""
+        return bundle.save(self, directory)
 
     @classmethod
     def load(cls, directory: str | Path) -> KnowledgeGraph:
-        from synth_kg.bundle import load
-
-        return load(directory)
+        """Read and validate a bundle; any problem is a `UserError` naming the file."""
+        path, obj = bundle.read_kg_json(directory)
+        try:
+            return cls.from_dict(obj)
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
 
     def __repr__(self) -> str:
         return (f"KnowledgeGraph({len(self.entities)} entities, {len(self.relations)} relations, "

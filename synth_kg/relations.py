@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from kdel.errors import UserError
+from synth_kg.errors import UserError
 
 # (name, noun phrase, verb template). Person-to-person relations, phrased so that one object is natural.
 BUILTIN_RELATIONS: tuple[tuple[str, str, str], ...] = (
@@ -128,6 +128,32 @@ def check_template(template: str) -> str | None:
     if any(tok and not _WORD.fullmatch(tok) for tok in rest.replace(".", " ").split()):
         return f"template {template!r} may only hold lowercase words besides {{s}} and {{o}}"
     return None
+
+
+_SRO_TOKEN = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def sro_template(token: str) -> str:
+    """The one template of a relation in the `sro` format: subject, relation token, object."""
+    return "{s} " + token + " {o}"
+
+
+def check_sro_template(template: str) -> tuple[str | None, str | None]:
+    """(None, relation token) if `template` is `{s} TOKEN {o}` with a lowercase word-like token, else (why not, None)."""
+    parts = template.split(" ")
+    if len(parts) != 3 or parts[0] != "{s}" or parts[2] != "{o}" or not _SRO_TOKEN.fullmatch(parts[1]):
+        return (f"template {template!r} must be '{{s}} TOKEN {{o}}' in the sro format (TOKEN: lowercase letters, "
+                "digits and underscores)"), None
+    return None, parts[1]
+
+
+def to_sro(relations: list[Relation]) -> list[Relation]:
+    """The same relations in the `sro` format: token = the relation's name (already one word: spaces are
+    underscores), one template `{s} TOKEN {o}`, no held-out template."""
+    out = [Relation(r.id, r.name, (sro_template(r.name),), (), r.kind) for r in relations]
+    tokens = [r.name for r in out]
+    assert len(set(tokens)) == len(tokens), "relation names must be distinct"
+    return out
 
 
 def _article(noun: str) -> str:

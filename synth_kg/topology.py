@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
-import networkx as nx
-
-from kdel.errors import UserError
+from synth_kg.errors import UserError
 
 TOPOLOGIES = ("ba", "er", "powerlaw")
 
@@ -40,8 +39,10 @@ def _powerlaw_weights(n: int, edges: int, exponent: float) -> list[float]:
 
 
 def make_graph(topology: str, n: int, seed: int, m: int = 3, edges: int | None = None,
-               exponent: float = 2.5) -> nx.Graph:
-    """The raw undirected graph on nodes 0..n-1 (before singleton handling)."""
+               exponent: float = 2.5):
+    """The raw undirected `networkx.Graph` on nodes 0..n-1 (before singleton handling)."""
+    import networkx as nx  # imported here: `import synth_kg` stays light
+
     if topology not in TOPOLOGIES:
         raise UserError(f"unknown topology {topology!r}: use one of {', '.join(TOPOLOGIES)}")
     if n < 2:
@@ -67,13 +68,15 @@ def make_graph(topology: str, n: int, seed: int, m: int = 3, edges: int | None =
 
 @dataclass
 class Connected:
-    graph: nx.Graph
+    graph: Any  # networkx.Graph
     dropped: list[dict] = field(default_factory=list)  # {"node": int, "reason": str}
     reattached: list[dict] = field(default_factory=list)  # {"node": int, "to": int}
 
 
-def connect(graph: nx.Graph, mode: str, seed: int) -> Connected:
+def connect(graph, mode: str, seed: int) -> Connected:
     """Re-attach (mode 'reattach') or drop (mode 'drop') every node outside the largest component."""
+    import networkx as nx
+
     if mode not in ("reattach", "drop"):
         raise UserError(f"unknown singleton mode {mode!r}: use reattach or drop")
     comps = sorted((sorted(c) for c in nx.connected_components(graph)), key=lambda c: (-len(c), c[0]))

@@ -47,6 +47,10 @@ def generate_cmd(
     exposure: str = typer.Option("uniform", "--exposure", help="uniform | popularity (facts of popular subjects repeated more)."),
     repeats: int = typer.Option(1, "--repeats", help="Times each fact is written out (the mean, for popularity)."),
     singletons: str = typer.Option("reattach", "--singletons", help="Nodes outside the giant component: reattach | drop."),
+    text_format: str = typer.Option(
+        "natural", "--format",
+        help="natural (English templates + held-out paraphrases) | sro (one token per entity and relation, a "
+             "fact is 's r o'; --templates/--heldout are ignored)."),
     device: Optional[str] = typer.Option(None, "--device", help="Unused here (accepted for uniformity)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads."),
 ) -> None:
@@ -59,11 +63,11 @@ def generate_cmd(
     cfg = KGConfig(topology=topology, entities=entities, relations=_relations(relations), seed=seed, ba_m=ba_m,
                    edges=edges, exponent=exponent, templates_per_relation=templates, heldout_per_relation=heldout,
                    attribute_relations=attribute_relations, attribute_pool=attribute_pool, exposure=exposure,
-                   repeats=repeats, singletons=singletons)
+                   repeats=repeats, singletons=singletons, text_format=text_format)
     kg = generate(cfg)
     kg.save(out)
     typer.echo(
-        f"wrote {out}: {len(kg.entities)} entities, {len(kg.relations)} relations, {len(kg.triples)} triples, "
+        f"wrote {out} ({kg.text_format}): {len(kg.entities)} entities, {len(kg.relations)} relations, {len(kg.triples)} triples, "
         f"{len(kg.dropped)} dropped, hash {kg.content_hash()[:12]}", err=True)
 
 

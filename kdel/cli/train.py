@@ -35,10 +35,11 @@ def train_command(
     report = train_model(kg, out, config, progress=not quiet)
     r = report.recall
     status = "reached" if report.reached_target else "did NOT reach"
+    para = (f"paraphrase {r['paraphrase_recall']:.4f}" if r["paraphrase_recall"] is not None
+            else "paraphrase n/a (no held-out prompts)")
     typer.echo(
         f"{status} target {report.target_recall} in {report.steps} steps ({report.epochs} epochs, {report.seconds:.1f} s): "
-        f"recall {r['recall']:.4f}, first-token {r['first_token_recall']:.4f}, "
-        f"paraphrase {r['paraphrase_recall'] if r['paraphrase_recall'] is not None else float('nan'):.4f} -> {out}"
+        f"recall {r['recall']:.4f}, first-token {r['first_token_recall']:.4f}, {para} -> {out}"
     )
 
 

@@ -274,6 +274,7 @@ def train_model(kg_or_dir, out_dir, config: TrainConfig | None = None, progress:
         atomic_write_json(staging / MODEL_META, {
             "format": MODEL_FORMAT, "kg_hash": kg.content_hash(), "preset": config.preset,
             "tokenizer": "entity" if config.whole_entities else "word",
+            "text_format": getattr(kg, "text_format", "natural"),
         })
         atomic_write_json(staging / REPORT_FILE, report.to_json())
         replace_directory(staging, out)

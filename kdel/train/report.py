@@ -14,6 +14,8 @@ import numpy as np
 
 from kdel.models.scoring import Encoded, encode_many, score_encoded
 
+NO_PARAPHRASES = "no held-out paraphrase prompts (e.g. the sro format has one template per relation): not measured"
+
 
 @dataclass
 class RecallProbe:
@@ -85,6 +87,7 @@ def evaluate_recall(model, tokenizer, table, n_bins: int = 5, probe: RecallProbe
         "paraphrase_recall": _rate(ps.recalled),
         "paraphrase_first_token_recall": _rate(ps.first_token_recalled),
         "n_paraphrase_pairs": len(para),
+        **({} if len(para) else {"paraphrase_note": NO_PARAPHRASES}),
         "popularity_bins": {"n_bins": n_bins, "by": "subject degree, rank quantiles over the facts' subjects"},
     }
 
