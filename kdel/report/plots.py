@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import numpy as np
 from kdel.audit.stats import bootstrap_ci, spearman
 from kdel.audit.summary import SIDE_GROUPS, case_metrics
 from kdel.io import atomic_write_bytes
-from kdel.report.data import AuditData
+from kdel.report.data import AuditData, popularity_label
 
 DPI = 90
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -158,7 +156,7 @@ def plot_side_effect_vs_degree(audits: list[AuditData], path: Path) -> Plot:
             if i == 0:
                 ax.set_title(f"{a.label}", fontsize=11, fontweight="bold")
             if i == nrow - 1:
-                ax.set_xlabel("subject degree (popularity)")
+                ax.set_xlabel(popularity_label(audits))
             ax.grid(alpha=0.25)
     handles, labels = _legend_handles(keys, colors)
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
@@ -331,7 +329,7 @@ def plot_delta_norm_vs_degree(audits: list[AuditData], path: Path) -> Plot:
             ax.text(0.02, 0.97, "\n".join(notes), transform=ax.transAxes, va="top", fontsize=7,
                     bbox=dict(boxstyle="round", fc="white", ec="#ccc", alpha=0.85))
         ax.set_title(a.label, fontsize=11, fontweight="bold")
-        ax.set_xlabel("subject degree (popularity)")
+        ax.set_xlabel(popularity_label(audits))
         ax.set_ylabel("‖ΔW‖ (Frobenius, all touched matrices)", fontsize=8)
         ax.grid(alpha=0.25)
         if j == len(audits) - 1:
@@ -344,84 +342,22 @@ def plot_delta_norm_vs_degree(audits: list[AuditData], path: Path) -> Plot:
                 "over all cases of the method (successful and failed).")
 
 
-def plot_trace_profiles(audits: list[AuditData], path: Path) -> Plot | None:
-    """Mean normalised effect per layer (MLP / attention / residual) at the last subject token and the last
-    token, over the traced facts of each graph: where the lookup happens."""
-    from kdel.trace import load_traces
+def write_all_plots(audits: list[AuditData], plots_dir: Path, comparisons: list[dict] | None = None) -> list[Plot]:
+    """Every figure of the report, written under `plots_dir`; returned in the report's order (the primary
+    hypothesis's figure first: the report shows it on its first screen)."""
+    from kdel.report.primary_plot import plot_primary
 
-    traced = [(a, load_traces(a.traces_dir)) for a in audits if a.traces_dir is not None]
-    traced = [(a, ts) for a, ts in traced if ts]
-    if not traced:
-        return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(traced), figsize=(5.2 * len(traced) + 0.4, 3.4), squeeze=False)
-    comp_col = {"resid": "#6a3d9a", "mlp": "#33a02c", "attn": "#e31a1c"}
-    for j, (a, ts) in enumerate(traced):
-        ax = axes[0][j]
-        metric = "prob" if "prob" in ts[0].config.metrics else ts[0].config.metrics[0]
-        for comp in ts[0].patched:
-            for site, ls in (("subject_last", "-"), ("last", "--")):
-                rows = [t.layer_profile(comp, metric, t.position(site)) for t in ts if comp in t.patched]
-                if not rows:
-                    continue
-                prof = np.nanmean(np.vstack(rows), axis=0)
-                ax.plot(range(len(prof)), prof, ls=ls, marker="o", ms=3, color=comp_col.get(comp, "#333"),
-                        label=f"{comp} @ {site}")
-        ax.set_title(f"{a.label}: mean over {len(ts)} traced facts ({ts[0].config.corruption}, "
-                     f"{ts[0].config.direction})", fontsize=9)
-        ax.set_xlabel("layer")
-        ax.set_ylabel(f"normalised effect ({metric})", fontsize=8)
-        ax.grid(alpha=0.25)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    _save(fig, path)
-    return Plot("trace_layer_profiles", path, "Where is the fact looked up? Layer profiles of causal tracing",
-                "Mean normalised effect of restoring one component's output (denoising) per layer, at the last "
-                "subject token (solid) and at the prompt's last token (dashed). ROME edits the MLP at the "
-                "subject's peak; in small models trained from scratch the lookup may sit at the last token.")
-
-
-def plot_trace_examples(audits: list[AuditData], plots_dir: Path, per_graph: int = 2,
-                        components: tuple[str, ...] = ("mlp", "resid")) -> list[Plot]:
-    """Example tracing heatmaps (kdel.trace.plots, token labels) of the most and least popular traced subjects."""
-    from kdel.trace import load_traces
-    from kdel.trace.plots import save_heatmaps
-
-    out = []
-    for a in audits:
-        if a.traces_dir is None:
-            continue
-        ts = load_traces(a.traces_dir)
-        if not ts:
-            continue
-        ts = sorted(ts, key=lambda t: (t.subject_popularity, t.fact_id))
-        picks = [ts[-1], ts[0]] if len(ts) > 1 else ts[:1]
-        for t in picks[:per_graph]:
-            with tempfile.TemporaryDirectory() as tmp:
-                for src in save_heatmaps(t, tmp):
-                    comp = src.stem.split("_")[1] if src.stem.count("_") >= 2 else src.stem
-                    if comp not in components:
-                        continue
-                    name = f"trace_{a.label.lower()}_fact{t.fact_id}_{comp}"
-                    dest = Path(plots_dir) / f"{name}.png"
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(src, dest)
-                    out.append(Plot(name, dest, f"{a.label}: fact {t.fact_id}, {comp}",
-                                    f"“{t.prompt} → {t.target}” (subject degree {t.subject_popularity:g}); "
-                                    f"'*' marks subject tokens."))
-    return out
-
-
-def write_all_plots(audits: list[AuditData], plots_dir: Path) -> list[Plot]:
-    """Every figure of the report, written under `plots_dir`; returned in the report's order."""
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
     plots = [
+        plot_primary(audits, plots_dir / "primary.png", comparisons),
         plot_side_effect_vs_degree(audits, plots_dir / "side_effect_vs_degree.png"),
         plot_group_damage_by_bin(audits, plots_dir / "group_damage_by_bin.png"),
         plot_delta_norm_vs_degree(audits, plots_dir / "delta_norm_vs_degree.png"),
         plot_hase(audits, plots_dir / "hase_success_vs_tracing_and_layer.png"),
     ]
+    from kdel.report.trace_plots import plot_trace_examples, plot_trace_profiles
+
     prof = plot_trace_profiles(audits, plots_dir / "trace_layer_profiles.png")
     if prof is not None:
         plots.append(prof)

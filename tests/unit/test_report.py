@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kdel.audit.schema import validate_case
-from kdel.report.synthetic import synthetic_cases
+from tests.synthetic_cases import synthetic_cases
 
 
 def write_audit(d: Path, cases: list[dict]) -> Path:
