@@ -11,13 +11,11 @@ from scipy import stats
 
 from tests.unit.test_sweep_synthetic import planted_cases
 
-pytest.importorskip("kdel.audit.primary", reason="the statistics of the stats branch are not merged yet")
-
 CONFIG = """
 name: planted
 seeds: 3
-n_boot: 300
-defaults: {entities: 30, sites: [last], layers: [0, 1, 2, 3], tracing_effect: true}
+n_boot: 200
+defaults: {entities: 30, sites: [last], layers: [0, 1, 2], tracing_effect: true}
 conditions:
   - name: rome
     vary: {topology: [ba, er]}
@@ -31,7 +29,7 @@ primary:
   site: last
   direction: greater
 analyses:
-  popularity: {metrics: [same_subject.mean_p_drop, unrelated.mean_p_drop]}
+  popularity: {metrics: [same_subject.mean_p_drop]}
   compare: {metrics: [same_subject.mean_p_drop]}
   hase: {y: [hase.efficacy_score]}
 """
@@ -53,11 +51,11 @@ def _dl_hksj(d: np.ndarray, v: np.ndarray, level: float = 0.95) -> tuple[float, 
 
 @pytest.fixture(scope="module")
 def planted():
-    """BA: same-subject damage rises with degree; ER: it does not. Three seeds each, four layers."""
+    """BA: same-subject damage rises with degree; ER: it does not. Three seeds each, three layers."""
     by_cell = {}
     for seed in range(3):
-        by_cell[("rome-ba", seed)] = planted_cases(n_facts=40, slope=0.02, seed=seed, layers=(0, 1, 2, 3))
-        by_cell[("rome-er", seed)] = planted_cases(n_facts=40, slope=0.0, seed=10 + seed, layers=(0, 1, 2, 3))
+        by_cell[("rome-ba", seed)] = planted_cases(n_facts=40, slope=0.02, seed=seed, layers=(0, 1, 2))
+        by_cell[("rome-er", seed)] = planted_cases(n_facts=40, slope=0.0, seed=10 + seed, layers=(0, 1, 2))
     return by_cell
 
 
@@ -114,7 +112,6 @@ def test_family_adjustment_and_mean_over_seeds():
 
 def test_results_json_and_results_md_from_planted_cells(tmp_path, planted):
     from kdel.sweep.config import load_config
-    from kdel.sweep.figures import write_figures
     from kdel.sweep.grid import expand
     from kdel.sweep.report import compute_results
     from kdel.sweep.results_md import MARKER, render
@@ -136,13 +133,11 @@ def test_results_json_and_results_md_from_planted_cells(tmp_path, planted):
     # success depends on layer only: R² of layer is large, of tracing (random) small
     assert hase["pooled"]["r2_layer"]["mean"] > 0.8 and hase["pooled"]["r2_tracing"]["mean"] < 0.2
     assert hase["pooled"]["r2_layer"]["k"] == 3
-    res["figures"] = [str(f.relative_to(tmp_path)) for f in write_figures(res, planted, tmp_path / "figures")]
-    assert set(res["figures"]) == {"figures/primary_per_seed.png", "figures/side_effect_vs_degree.png",
-                                   "figures/hase_r2.png"}
+    res["figures"] = ["figures/primary_per_seed.png", "figures/hase_r2.png"]  # drawn by the slow end-to-end test
     md = render(res)
     first_screen = md[: md.index("## Graph comparisons")]
     assert md.startswith(MARKER) and res["primary"]["verdict"] in first_screen
-    assert "figures/primary_per_seed.png" in first_screen
+    assert "figures/primary_per_seed.png" in first_screen and "side_effect_vs_degree.png" not in md
     pd = res["primary"]["pooled"]["difference"]
     assert f"Δz {pd['d']:.2f} [{pd['d_lo']:.2f}, {pd['d_hi']:.2f}]" in first_screen
     assert "0.947" in md and "<details>" in md
