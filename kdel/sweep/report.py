@@ -95,7 +95,7 @@ def compute_results(config, plan: Plan, out: Path, cases_by_cell: dict, state: d
         "hase_paper": PAPER_HASE,
         "failures": state.get("failures", {}),
         "provenance": provenance(state.get("device")),
-        "run": {"workers": state.get("workers"), "backend": state.get("backend"), "device": state.get("device"),
+        "run": {"command": state.get("command"), "workers": state.get("workers"), "backend": state.get("backend"), "device": state.get("device"),
                 "threads_per_job": state.get("threads"),
                 "wall_s_this_invocation": state.get("wall_s_this_run"),
                 "wall_s_all_invocations": sum(float(i.get("wall_s") or 0.0) for i in invocations),

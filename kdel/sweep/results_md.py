@@ -193,6 +193,11 @@ def render(res: dict) -> str:
     lines = [MARKER, "", f"# {res['name']}", ""]
     if res.get("description"):
         lines += [res["description"].strip(), ""]
+    run = res.get("run") or {}
+    if run.get("command"):
+        lines += [f"Produced by `{run['command']}` ({res['n_cells_finished']} of {res['n_cells']} cells; "
+                  f"{f((run.get('wall_s_all_invocations') or 0) / 60, 1)} min of wall time in "
+                  f"{run.get('invocations')} invocation(s)). Every number below is written by that command.", ""]
     lines += primary_section(res.get("primary"), figs)
     lines += comparisons_section(res.get("comparisons") or [])
     lines += popularity_section(res.get("popularity") or [])

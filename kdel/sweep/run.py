@@ -33,6 +33,7 @@ class SweepOptions:
     threads: int = 1
     progress: bool = True
     results_md: Path | None = None  # None = the config's results_md (if any)
+    command: str | None = None  # the command line, as RESULTS.md should show it
 
 
 @dataclass
@@ -132,6 +133,19 @@ def _check_results_md(dest: Path, config, out: Path) -> Path:
     return check_destination(dest, inputs=[config.source, out])
 
 
+def _command(config_path, out, opts: SweepOptions) -> str:
+    parts = ["kdel sweep", str(config_path), "--out", str(out)]
+    if opts.workers != 1:
+        parts += ["--workers", str(opts.workers)]
+    if opts.backend != "local":
+        parts += ["--backend", opts.backend]
+    if opts.device:
+        parts += ["--device", opts.device]
+    if opts.threads != 1:
+        parts += ["--threads", str(opts.threads)]
+    return " ".join(parts)
+
+
 def run_sweep(config_path, out, opts: SweepOptions | None = None) -> SweepResult:
     """Run (or resume) the sweep of `config_path` into `out`; returns where the results are."""
     from kdel.outputs import DirLock, check_out_dir
@@ -184,6 +198,7 @@ def run_sweep(config_path, out, opts: SweepOptions | None = None) -> SweepResult
 
         paths = write_outputs(config, plan, out, state={"invocations": invocations, "failures": failures,
                                                         "wall_s_this_run": time.perf_counter() - t_start,
+                                                        "command": opts.command or _command(config_path, out, opts),
                                                         "workers": opts.workers, "backend": opts.backend,
                                                         "device": device, "threads": opts.threads})
         copied = None
