@@ -75,12 +75,24 @@ def pool_contrast(per_seed: list[dict], level: float, direction: str) -> dict:
                              n_subjects=diff.get("n_subjects", 0), se=diff["se"], direction=direction))
         seeds.append(r.get("seed"))
     p = pool_seeds(ests, level=level, direction=direction).to_dict()
-    out = {"d": p["z"], "d_lo": _z(p["lo"]), "d_hi": _z(p["hi"]), "p": p["p"], "se": p["se_z"], "tau2": p["tau2"],
+    lo, hi = _interval(p["z"], p["se_z"], p["k"], level)
+    out = {"d": p["z"], "d_lo": lo, "d_hi": hi, "p": p["p"], "se": p["se_z"], "tau2": p["tau2"],
            "i2": p["i2"], "q": p["q"], "k": p["k"], "dl_p": p["dl_p"], "seeds": seeds,
            "dropped": p["dropped"] + dropped, "null_reason": p["null_reason"], "direction": direction, "level": level,
            "scale": "Fisher z: atanh(rho_A) - atanh(rho_B)",
            "method": p["method"], "n_facts": p["n_facts"], "n_subjects": p["n_subjects"]}
     return out
+
+
+def _interval(z, se, k: int, level: float) -> tuple[float | None, float | None]:
+    """pool_seeds' interval on the Fisher scale itself (its ρ-scale bounds saturate for a difference):
+    t with k − 1 df for k ≥ 2 seeds, normal for one."""
+    from scipy import stats
+
+    if z is None or se is None:
+        return None, None
+    q = stats.t.ppf(0.5 + level / 2.0, k - 1) if k >= 2 else stats.norm.ppf(0.5 + level / 2.0)
+    return z - q * se, z + q * se
 
 
 def _z(r):
