@@ -198,10 +198,14 @@ def render(res: dict) -> str:
         lines += [f"Produced by `{run['command']}` ({res['n_cells_finished']} of {res['n_cells']} cells; "
                   f"{f((run.get('wall_s_all_invocations') or 0) / 60, 1)} min of wall time in "
                   f"{run.get('invocations')} invocation(s)). Every number below is written by that command.", ""]
+    hase = hase_section(res.get("hase") or [], res.get("hase_paper") or {}, figs)
     lines += primary_section(res.get("primary"), figs)
+    if res.get("primary") is None:  # without a primary hypothesis, the regressions are the answer: first
+        lines += hase
     lines += comparisons_section(res.get("comparisons") or [])
     lines += popularity_section(res.get("popularity") or [])
-    lines += hase_section(res.get("hase") or [], res.get("hase_paper") or {}, figs)
+    if res.get("primary") is not None:
+        lines += hase
     lines += cells_section(res.get("cells") or [])
     lines += environment_section(res)
     return "\n".join(lines).rstrip() + "\n"
