@@ -19,9 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+from kdel.models.positions import SITES  # the one definition of the edit sites
+
 # Settings tried in order on the calibration facts (least invasive first); {} = the method's defaults.
 # `site` and `layer` keys go to the deletion request, the others to the method's hyperparameters.
-SITES = ("subject_last", "last")
 LAYER_GRID = [{"site": s, "layer": l} for s in SITES for l in range(4)]
 # Locate-then-edit methods: every site x layer is measured (the full table is reported); among the settings
 # reaching >= 90% efficacy the one kept has the highest efficacy, then unrelated accuracy (2 decimals), then the

@@ -53,7 +53,7 @@ class CaseExecutor:
         # GA/NPO/FT retain sets exclude the unrelated sample (kdel/delete/retain.py)
         self.ctx = EditContext(model, tok, table, cache_dir=cache_dir, unrelated_pool=list(base.unrelated_pool))
         self.worker = {"index": worker_index, "pid": os.getpid(), "host": socket.gethostname(), "backend": backend}
-        self.full_verify = config.verify_revert == "full" or bool(os.environ.get("KDEL_DEBUG"))
+        self.full_verify = config.verify_revert == "full"
         self.base_hash = model_state_hash(model) if self.full_verify else None
         self._methods: dict[str, object] = {}
 
