@@ -90,5 +90,7 @@ class Memit(DeletionMethod):
             adapter.add_to_mlp_out(layer, delta_w)
             per_layer.append({"layer": layer, "residual_norm": float(resid.norm()),
                               "delta_w_norm": float(delta_w.norm()), **stats[layer].info(), **extra})
-        return {"layers": layers, "update_weight": self.hparams.update_weight, "per_layer": per_layer,
-                "facts": per_fact}
+        return {"layers": layers, **self.update_info(), "per_layer": per_layer, "facts": per_fact}
+
+    def update_info(self) -> dict:
+        return {"update_weight": self.hparams.update_weight}

@@ -42,6 +42,7 @@ class UnlearnHparams:
     max_grad_norm: float | None = None  # gradient clipping (None = off)
 
     method_name = "ga"
+    retain_kinds = RETAIN_KINDS
 
     def __post_init__(self):
         self.validate()
@@ -57,8 +58,8 @@ class UnlearnHparams:
                 raise UserError(f"{m}: layers must be a non-empty list of layer indices or null, got {self.layers!r}")
             if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.layers):
                 raise UserError(f"{m}: layers must be non-negative integers, got {self.layers!r}")
-        if self.retain not in RETAIN_KINDS:
-            raise UserError(f"{m}: retain must be one of {', '.join(RETAIN_KINDS)}, got {self.retain!r}")
+        if self.retain not in self.retain_kinds:
+            raise UserError(f"{m}: retain must be one of {', '.join(self.retain_kinds)}, got {self.retain!r}")
         check_non_negative(m, "retain_weight", self.retain_weight)
         if isinstance(self.retain_size, bool) or not isinstance(self.retain_size, int) or self.retain_size < 0:
             raise UserError(f"{m}: retain_size must be an integer >= 0, got {self.retain_size!r}")

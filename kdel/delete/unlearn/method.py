@@ -117,7 +117,7 @@ class UnlearningMethod(DeletionMethod):
         result = run_gradient_edit(ctx.model, params, forget, loss_fn, get_objective(request.objective),
                                    self.loop_settings(), retain=retain, project=self.projection(params),
                                    adapter=ctx.adapter, record=self.recorded_modules(ctx, request) or None)
-        info = result.to_json()
+        info = {**result.to_json(), **getattr(loss_fn, "info", {})}
         info.update(forget_prompts=len(forget), retain=retain.kind if retain is not None else "none",
                     retain_requested=getattr(self.hparams, "retain", None), retain_fact_ids=retain_ids,
                     n_params_edited=len(params))

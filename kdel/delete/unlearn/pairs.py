@@ -37,6 +37,11 @@ class ForwardPass:
         """log p(target | prompt) of each pair: (n,)."""
         return sequence_logprobs(self.lp, self.targets, self.pair, self.n)
 
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Number of target tokens of each pair: (n,)."""
+        return torch.zeros(self.n, device=self.pair.device).index_add(0, self.pair, torch.ones_like(self.pair, dtype=torch.float32))
+
     def leads(self) -> list[torch.Tensor]:
         """Per pair, per target token: log p(token) − max log p(other token) (no gradient)."""
         return token_leads(self.lp, self.targets, self.pair, self.n)
