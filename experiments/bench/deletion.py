@@ -1,9 +1,11 @@
 """Deletion efficacy benchmark: every registered method erases 50 facts of the trained `tiny` model on the
 default KG (200 entities), one at a time, at a setting calibrated on separate facts.
 
-    python experiments/bench/deletion.py [--run-dir runs/bench-deletion] [--n 50] [--calib 10] [--sequential 20]
+    python experiments/bench/deletion.py [--run-dir runs/bench-deletion] [--n 50] [--calib 20] [--sequential 20]
+                                         [--methods alphaedit rmu simnpo memit] [--topology ba|er]
 
-Generates and trains the model on first use (cached under the run directory, which is gitignored). For each
+Generates and trains the model on first use (cached under the run directory, which is gitignored; `--topology
+er` builds the Erdős–Rényi KG of the same size instead of the default BA one). For each
 method: the first setting of its grid (ordered from least to most invasive) that reaches >= 90% efficacy
 under the collateral bound on the calibration facts, else the best one; then efficacy, `unrelated`
 accuracy after, mean ||ΔW|| and seconds per edit on the evaluation facts; then sequential deletion of
@@ -27,14 +29,17 @@ LAYER_GRID = [{"site": s, "layer": l} for s in SITES for l in range(4)]
 # Locate-then-edit methods: every site x layer is measured (the full table is reported); among the settings
 # reaching >= 90% efficacy the one kept has the highest efficacy, then unrelated accuracy (2 decimals), then the
 # smallest ||ΔW|| (the least invasive edit).
-FULL_GRID_METHODS = ("rome", "r-rome", "memit")
+FULL_GRID_METHODS = ("rome", "r-rome", "memit", "alphaedit")
 GRIDS: dict[str, list[dict]] = {
     "rome": LAYER_GRID,
     "r-rome": LAYER_GRID,
     "memit": LAYER_GRID,
+    "alphaedit": LAYER_GRID,
     "ft": [{}, {"linf_bound": 3e-2}, {"window": 3}, {"window": 3, "linf_bound": 3e-2}],
     "ga": [{"lr": 1e-4, "steps": 100}, {}, {"lr": 3e-4, "steps": 100}],
     "npo": [{"lr": 1e-4, "steps": 100}, {}, {"lr": 3e-4, "steps": 100}],
+    "simnpo": [{"lr": 1e-4, "steps": 100}, {}, {"lr": 3e-4, "steps": 100}],
+    "rmu": [{}, {"steering_scale": 4.0}, {"lr": 3e-3}],
 }
 REQUEST_KEYS = ("site", "layer")
 
@@ -45,13 +50,13 @@ def split_setting(setting: dict) -> tuple[dict, dict]:
     return req, {k: v for k, v in setting.items() if k not in REQUEST_KEYS}
 
 
-def ensure_model(run_dir: Path) -> tuple[Path, Path]:
-    """The default KG and a `tiny` model trained on it, generated once under run_dir."""
+def ensure_model(run_dir: Path, topology: str = "ba") -> tuple[Path, Path]:
+    """The default KG (or its ER twin) and a `tiny` model trained on it, generated once under run_dir."""
     kg_dir, model_dir = run_dir / "kg", run_dir / "model"
     if not (kg_dir / "kg.json").exists():
         from synth_kg import KGConfig, generate
 
-        generate(KGConfig()).save(kg_dir)
+        generate(KGConfig(topology=topology)).save(kg_dir)
     if not (model_dir / "config.json").exists():
         from kdel.train import TrainConfig, train_model
 
@@ -144,6 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sequential", type=int, default=20)
     ap.add_argument("--methods", nargs="*", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--topology", choices=("ba", "er"), default="ba",
+                    help="KG the model is trained on when the run directory has none (default: ba, the default KG)")
     ap.add_argument("--set", action="append", default=[], metavar="METHOD:KEY=VALUE",
                     help="hyperparameter added to every grid setting of METHOD (value parsed as JSON), repeatable")
     ap.add_argument("--out", default=None, help="results file (default: RUN_DIR/results.json)")
@@ -168,7 +175,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     run_dir = Path(args.run_dir)
-    ctx = load_context(*ensure_model(run_dir))
+    ctx = load_context(*ensure_model(run_dir, args.topology))
     pool = ctx.table.unrelated_sample(200, args.seed)
     ctx.unrelated_pool = pool  # the retain sets of ga/npo/ft avoid the facts the benchmark measures damage on
     calib_ids, eval_ids = split_facts(ctx, args.n, args.calib, args.seed)
@@ -203,7 +210,8 @@ def main(argv=None) -> int:
         out_path.write_text(json.dumps(results, indent=1))  # partial results survive an interrupted run
 
     lines = [
-        f"Erase, {len(eval_ids)} facts of the `tiny` model on the default KG ({len(ctx.table)} facts); "
+        f"Erase, {len(eval_ids)} facts of the `tiny` model on the {str(ctx.table.kg.config.get('topology', 'ba')).upper()} KG "
+        f"({len(ctx.table)} facts); "
         f"setting chosen on {len(calib_ids)} separate calibration facts.",
         "",
         "| method | setting | efficacy (collateral ≥ 0.9) | erased (raw) | erased on all training prompts | "
