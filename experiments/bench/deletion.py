@@ -108,13 +108,15 @@ def run_setting(name: str, setting: dict, ctx, fact_ids, pool):
     return summarize(name, evaluate_erasures(make_method(name, setting), ctx, fact_ids, pool, **req))
 
 
-def calibrate(name: str, ctx, calib_ids, pool, log=print, reuse: dict | None = None) -> tuple[dict, object, list]:
+def calibrate(name: str, ctx, calib_ids, pool, log=print, reuse: dict | None = None,
+              full: bool | None = None) -> tuple[dict, object, list]:
     """(chosen setting, its calibration summary, [(setting, summary)] for every setting tried).
 
-    `reuse`: {json of a setting: stored summary dict} from an earlier results file on the same facts."""
+    `reuse`: {json of a setting: stored summary dict} from an earlier results file on the same facts.
+    `full`: measure every setting (default: for the locate-then-edit methods), else stop at the first >= 0.9."""
     from kdel.delete.degradation import EfficacySummary
 
-    full = name in FULL_GRID_METHODS
+    full = name in FULL_GRID_METHODS if full is None else full
     tried = []
     for setting in GRIDS.get(name, [{}]):
         key = json.dumps(setting, sort_keys=True)
@@ -153,19 +155,29 @@ def main(argv=None) -> int:
                     help="KG the model is trained on when the run directory has none (default: ba, the default KG)")
     ap.add_argument("--set", action="append", default=[], metavar="METHOD:KEY=VALUE",
                     help="hyperparameter added to every grid setting of METHOD (value parsed as JSON), repeatable")
+    ap.add_argument("--grid", action="append", default=[], metavar="METHOD:JSON",
+                    help="replace METHOD's grid by this JSON list of settings (all of them are measured), repeatable; "
+                         "with --n 0 only the calibration facts are measured")
     ap.add_argument("--out", default=None, help="results file (default: RUN_DIR/results.json)")
     ap.add_argument("--reuse-calibration", default=None, metavar="RESULTS.json",
                     help="take the calibration summaries of settings already measured there (same facts and seed)")
     ap.add_argument("--only-layers", type=int, nargs="*", default=None,
                     help="restrict the site x layer grid (MEMIT: layers 0 and 1, and 2 and 3, give the same window)")
     args = ap.parse_args(argv)
+    full_grid = set(FULL_GRID_METHODS)
+    custom = set()
+    for item in args.grid:
+        method_name, _, value = item.partition(":")
+        GRIDS[method_name] = json.loads(value)
+        full_grid.add(method_name)
+        custom.add(method_name)
     for item in args.set:
         method_name, _, kv = item.partition(":")
         key, _, value = kv.partition("=")
         GRIDS[method_name] = [{**g, key: json.loads(value)} for g in GRIDS.get(method_name, [{}])]
     out_path = Path(args.out) if args.out else Path(args.run_dir) / "results.json"
     if args.only_layers is not None:
-        for name in FULL_GRID_METHODS:
+        for name in set(FULL_GRID_METHODS) - custom:
             GRIDS[name] = [g for g in GRIDS[name] if g.get("layer") in args.only_layers]
 
     import torch
@@ -192,15 +204,16 @@ def main(argv=None) -> int:
     for name in methods:
         t0 = time.perf_counter()
         try:
-            overrides, calib, tried = calibrate(name, ctx, calib_ids, pool, reuse=reuse_all.get(name))
-            summary = run_setting(name, overrides, ctx, eval_ids, pool)
+            overrides, calib, tried = calibrate(name, ctx, calib_ids, pool, reuse=reuse_all.get(name),
+                                                full=name in full_grid)
+            summary = run_setting(name, overrides, ctx, eval_ids, pool) if eval_ids else calib
         except Exception as e:  # a method that cannot run here is reported, not fatal
             print(f"{name}: failed: {e}", file=sys.stderr)
             results["methods"][name] = {"error": str(e)}
             continue
         entry = {"setting": overrides, "calibration": calib.to_json(), "evaluation": summary.to_json(),
                  "grid": [{"setting": st, "summary": sm.to_json()} for st, sm in tried]}
-        if args.sequential:
+        if args.sequential and eval_ids:
             seq_ids = eval_ids[: args.sequential]
             steps = sequential_deletion(make_method(name, overrides), ctx, seq_ids, **split_setting(overrides)[0])
             entry["sequential"] = [s.to_json() for s in steps]
@@ -229,7 +242,8 @@ def main(argv=None) -> int:
             f"{fmt(s['erased_all_prompts'], 2)} | {fmt(s['mean_unrelated_acc'])} | {fmt(s['min_collateral_acc'])} | "
             f"{fmt(s['mean_delta_norm'])} | {fmt(s['mean_seconds'])} | {fmt(s['mean_steps'], 1)} |"
         )
-    grids = {n: e["grid"] for n, e in results["methods"].items() if n in FULL_GRID_METHODS and "grid" in e}
+    grids = {n: e["grid"] for n, e in results["methods"].items()
+             if n in FULL_GRID_METHODS and n not in custom and "grid" in e}
     if grids:
         lines += ["", f"Calibration sweep ({len(calib_ids)} facts): efficacy (collateral ≥ 0.9) / unrelated acc after / "
                   "mean ‖ΔW‖ / s per edit.", "",
