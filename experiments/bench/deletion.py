@@ -1,9 +1,11 @@
 """Deletion efficacy benchmark: every registered method erases 50 facts of the trained `tiny` model on the
 default KG (200 entities), one at a time, at a setting calibrated on separate facts.
 
-    python experiments/bench/deletion.py [--run-dir runs/bench-deletion] [--n 50] [--calib 10] [--sequential 20]
+    python experiments/bench/deletion.py [--run-dir runs/bench-deletion] [--n 50] [--calib 20] [--sequential 20]
+                                         [--methods alphaedit rmu simnpo memit] [--topology ba|er]
 
-Generates and trains the model on first use (cached under the run directory, which is gitignored). For each
+Generates and trains the model on first use (cached under the run directory, which is gitignored; `--topology
+er` builds the Erdős–Rényi KG of the same size instead of the default BA one). For each
 method: the first setting of its grid (ordered from least to most invasive) that reaches >= 90% efficacy
 under the collateral bound on the calibration facts, else the best one; then efficacy, `unrelated`
 accuracy after, mean ||ΔW|| and seconds per edit on the evaluation facts; then sequential deletion of
@@ -19,21 +21,25 @@ import sys
 import time
 from pathlib import Path
 
+from kdel.models.positions import SITES  # the one definition of the edit sites
+
 # Settings tried in order on the calibration facts (least invasive first); {} = the method's defaults.
 # `site` and `layer` keys go to the deletion request, the others to the method's hyperparameters.
-SITES = ("subject_last", "last")
 LAYER_GRID = [{"site": s, "layer": l} for s in SITES for l in range(4)]
 # Locate-then-edit methods: every site x layer is measured (the full table is reported); among the settings
 # reaching >= 90% efficacy the one kept has the highest efficacy, then unrelated accuracy (2 decimals), then the
 # smallest ||ΔW|| (the least invasive edit).
-FULL_GRID_METHODS = ("rome", "r-rome", "memit")
+FULL_GRID_METHODS = ("rome", "r-rome", "memit", "alphaedit")
 GRIDS: dict[str, list[dict]] = {
     "rome": LAYER_GRID,
     "r-rome": LAYER_GRID,
     "memit": LAYER_GRID,
+    "alphaedit": LAYER_GRID,
     "ft": [{}, {"linf_bound": 3e-2}, {"window": 3}, {"window": 3, "linf_bound": 3e-2}],
     "ga": [{"lr": 1e-4, "steps": 100}, {}, {"lr": 3e-4, "steps": 100}],
     "npo": [{"lr": 1e-4, "steps": 100}, {}, {"lr": 3e-4, "steps": 100}],
+    "simnpo": [{"lr": 1e-4, "steps": 100}, {}, {"lr": 3e-4, "steps": 100}],
+    "rmu": [{}, {"steering_scale": 4.0}, {"lr": 3e-3}],
 }
 REQUEST_KEYS = ("site", "layer")
 
@@ -44,13 +50,13 @@ def split_setting(setting: dict) -> tuple[dict, dict]:
     return req, {k: v for k, v in setting.items() if k not in REQUEST_KEYS}
 
 
-def ensure_model(run_dir: Path) -> tuple[Path, Path]:
-    """The default KG and a `tiny` model trained on it, generated once under run_dir."""
+def ensure_model(run_dir: Path, topology: str = "ba") -> tuple[Path, Path]:
+    """The default KG (or its ER twin) and a `tiny` model trained on it, generated once under run_dir."""
     kg_dir, model_dir = run_dir / "kg", run_dir / "model"
     if not (kg_dir / "kg.json").exists():
         from synth_kg import KGConfig, generate
 
-        generate(KGConfig()).save(kg_dir)
+        generate(KGConfig(topology=topology)).save(kg_dir)
     if not (model_dir / "config.json").exists():
         from kdel.train import TrainConfig, train_model
 
@@ -102,13 +108,15 @@ def run_setting(name: str, setting: dict, ctx, fact_ids, pool):
     return summarize(name, evaluate_erasures(make_method(name, setting), ctx, fact_ids, pool, **req))
 
 
-def calibrate(name: str, ctx, calib_ids, pool, log=print, reuse: dict | None = None) -> tuple[dict, object, list]:
+def calibrate(name: str, ctx, calib_ids, pool, log=print, reuse: dict | None = None,
+              full: bool | None = None) -> tuple[dict, object, list]:
     """(chosen setting, its calibration summary, [(setting, summary)] for every setting tried).
 
-    `reuse`: {json of a setting: stored summary dict} from an earlier results file on the same facts."""
+    `reuse`: {json of a setting: stored summary dict} from an earlier results file on the same facts.
+    `full`: measure every setting (default: for the locate-then-edit methods), else stop at the first >= 0.9."""
     from kdel.delete.degradation import EfficacySummary
 
-    full = name in FULL_GRID_METHODS
+    full = name in FULL_GRID_METHODS if full is None else full
     tried = []
     for setting in GRIDS.get(name, [{}]):
         key = json.dumps(setting, sort_keys=True)
@@ -143,21 +151,33 @@ def main(argv=None) -> int:
     ap.add_argument("--sequential", type=int, default=20)
     ap.add_argument("--methods", nargs="*", default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--topology", choices=("ba", "er"), default="ba",
+                    help="KG the model is trained on when the run directory has none (default: ba, the default KG)")
     ap.add_argument("--set", action="append", default=[], metavar="METHOD:KEY=VALUE",
                     help="hyperparameter added to every grid setting of METHOD (value parsed as JSON), repeatable")
+    ap.add_argument("--grid", action="append", default=[], metavar="METHOD:JSON",
+                    help="replace METHOD's grid by this JSON list of settings (all of them are measured), repeatable; "
+                         "with --n 0 only the calibration facts are measured")
     ap.add_argument("--out", default=None, help="results file (default: RUN_DIR/results.json)")
     ap.add_argument("--reuse-calibration", default=None, metavar="RESULTS.json",
                     help="take the calibration summaries of settings already measured there (same facts and seed)")
     ap.add_argument("--only-layers", type=int, nargs="*", default=None,
                     help="restrict the site x layer grid (MEMIT: layers 0 and 1, and 2 and 3, give the same window)")
     args = ap.parse_args(argv)
+    full_grid = set(FULL_GRID_METHODS)
+    custom = set()
+    for item in args.grid:
+        method_name, _, value = item.partition(":")
+        GRIDS[method_name] = json.loads(value)
+        full_grid.add(method_name)
+        custom.add(method_name)
     for item in args.set:
         method_name, _, kv = item.partition(":")
         key, _, value = kv.partition("=")
         GRIDS[method_name] = [{**g, key: json.loads(value)} for g in GRIDS.get(method_name, [{}])]
     out_path = Path(args.out) if args.out else Path(args.run_dir) / "results.json"
     if args.only_layers is not None:
-        for name in FULL_GRID_METHODS:
+        for name in set(FULL_GRID_METHODS) - custom:
             GRIDS[name] = [g for g in GRIDS[name] if g.get("layer") in args.only_layers]
 
     import torch
@@ -167,7 +187,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     run_dir = Path(args.run_dir)
-    ctx = load_context(*ensure_model(run_dir))
+    ctx = load_context(*ensure_model(run_dir, args.topology))
     pool = ctx.table.unrelated_sample(200, args.seed)
     ctx.unrelated_pool = pool  # the retain sets of ga/npo/ft avoid the facts the benchmark measures damage on
     calib_ids, eval_ids = split_facts(ctx, args.n, args.calib, args.seed)
@@ -184,15 +204,16 @@ def main(argv=None) -> int:
     for name in methods:
         t0 = time.perf_counter()
         try:
-            overrides, calib, tried = calibrate(name, ctx, calib_ids, pool, reuse=reuse_all.get(name))
-            summary = run_setting(name, overrides, ctx, eval_ids, pool)
+            overrides, calib, tried = calibrate(name, ctx, calib_ids, pool, reuse=reuse_all.get(name),
+                                                full=name in full_grid)
+            summary = run_setting(name, overrides, ctx, eval_ids, pool) if eval_ids else calib
         except Exception as e:  # a method that cannot run here is reported, not fatal
             print(f"{name}: failed: {e}", file=sys.stderr)
             results["methods"][name] = {"error": str(e)}
             continue
         entry = {"setting": overrides, "calibration": calib.to_json(), "evaluation": summary.to_json(),
                  "grid": [{"setting": st, "summary": sm.to_json()} for st, sm in tried]}
-        if args.sequential:
+        if args.sequential and eval_ids:
             seq_ids = eval_ids[: args.sequential]
             steps = sequential_deletion(make_method(name, overrides), ctx, seq_ids, **split_setting(overrides)[0])
             entry["sequential"] = [s.to_json() for s in steps]
@@ -202,7 +223,8 @@ def main(argv=None) -> int:
         out_path.write_text(json.dumps(results, indent=1))  # partial results survive an interrupted run
 
     lines = [
-        f"Erase, {len(eval_ids)} facts of the `tiny` model on the default KG ({len(ctx.table)} facts); "
+        f"Erase, {len(eval_ids)} facts of the `tiny` model on the {str(ctx.table.kg.config.get('topology', 'ba')).upper()} KG "
+        f"({len(ctx.table)} facts); "
         f"setting chosen on {len(calib_ids)} separate calibration facts.",
         "",
         "| method | setting | efficacy (collateral ≥ 0.9) | erased (raw) | erased on all training prompts | "
@@ -220,7 +242,8 @@ def main(argv=None) -> int:
             f"{fmt(s['erased_all_prompts'], 2)} | {fmt(s['mean_unrelated_acc'])} | {fmt(s['min_collateral_acc'])} | "
             f"{fmt(s['mean_delta_norm'])} | {fmt(s['mean_seconds'])} | {fmt(s['mean_steps'], 1)} |"
         )
-    grids = {n: e["grid"] for n, e in results["methods"].items() if n in FULL_GRID_METHODS and "grid" in e}
+    grids = {n: e["grid"] for n, e in results["methods"].items()
+             if n in FULL_GRID_METHODS and n not in custom and "grid" in e}
     if grids:
         lines += ["", f"Calibration sweep ({len(calib_ids)} facts): efficacy (collateral ≥ 0.9) / unrelated acc after / "
                   "mean ‖ΔW‖ / s per edit.", "",

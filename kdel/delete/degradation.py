@@ -2,7 +2,8 @@
 
 Measurements on the model with the weights applied (DESIGN §6), whole-object recall on the canonical
 prompt (§12). For each single-fact case:
-- `erased`: the object is no longer recalled on the canonical prompt; `erased_all`: on no training prompt;
+- `erased`: the edit's efficacy (kdel.delete.efficacy, the one definition: for erase, the object is no
+  longer recalled on the canonical prompt); `erased_all`: it holds on every training prompt;
 - `unrelated_acc`: recall after, over the case's `unrelated` probe group (members of the run's fixed
   sample at distance >= 3) that were recalled before; NaN when that group is empty;
 - `others_acc`: recall after over every other fact recalled before (global accuracy without the target);
@@ -112,8 +113,10 @@ def evaluate_erasures(
     layer: int | None = None,
     site: str = "subject_last",
     seed: int = 0,
+    objective: str = "erase",
 ) -> list[CaseOutcome]:
-    """Erase each fact alone, measure, revert. Only facts recalled before are meaningful; others are skipped."""
+    """Edit each fact alone (erase by default), measure, revert. Only facts recalled before are meaningful;
+    others are skipped. `erased` is the objective's efficacy on the canonical prompt."""
     before = recall_all(ctx)
     pool = list(unrelated_pool)
     out = []
@@ -123,17 +126,16 @@ def evaluate_erasures(
         fact = ctx.table.facts[fid]
         group = [i for i in ctx.table.probe_groups(fid, pool)["unrelated"] if before[i]]
         others = [i for i in range(len(before)) if i != fid and before[i]]
-        handle, record = apply_deletion(method, ctx, DeletionRequest([fact], "erase", layer=layer, site=site, seed=seed))
+        request = DeletionRequest([fact], objective, layer=layer, site=site, seed=seed)
+        handle, record = apply_deletion(method, ctx, request)
         try:
             after = recall_all(ctx)
+            eff = record.efficacy[0]
             out.append(
                 CaseOutcome(
                     fact_id=fid,
-                    erased=not after[fid],
-                    erased_all=not bool(
-                        score_targets(ctx.model, ctx.tokenizer, list(fact.prompts), [fact.target] * len(fact.prompts))
-                        .recalled.any()
-                    ),
+                    erased=eff.success,
+                    erased_all=eff.prompts_success_rate == 1.0,
                     unrelated_acc=_acc(after, group),
                     unrelated_n=len(group),
                     others_acc=_acc(after, others),

@@ -104,6 +104,30 @@ def _pad_id(tokenizer) -> int:
     return 0
 
 
+def gather_target_logprobs(logits: torch.Tensor, encoded: Sequence[Encoded]):
+    """The one log-prob gather of kdel: for pairs whose prompt + target ids are row j of `logits` (right-padded),
+    return (lp, targets, pair): the float32 log-softmax at every target position of every pair, in pair order
+    ((T, vocab), differentiable), the target token id predicted there (T,) and the index of its pair (T,)."""
+    device = logits.device
+    rows, positions, targets, pair = [], [], [], []
+    for j, (p, t) in enumerate(encoded):
+        for k, tid in enumerate(t):
+            rows.append(j)
+            positions.append(len(p) - 1 + k)
+            targets.append(tid)
+            pair.append(j)
+    rows_t = torch.tensor(rows, device=device, dtype=torch.long)
+    pos_t = torch.tensor(positions, device=device, dtype=torch.long)
+    lp = torch.log_softmax(logits[rows_t, pos_t].float(), dim=-1)
+    return lp, torch.tensor(targets, device=device, dtype=torch.long), torch.tensor(pair, device=device, dtype=torch.long)
+
+
+def sequence_logprobs(lp: torch.Tensor, targets: torch.Tensor, pair: torch.Tensor, n_pairs: int) -> torch.Tensor:
+    """log p(target | prompt) of each pair (sum over its target tokens) from `gather_target_logprobs`: (n_pairs,)."""
+    tok = lp.gather(1, targets[:, None])[:, 0]
+    return torch.zeros(n_pairs, dtype=tok.dtype, device=tok.device).index_add(0, pair, tok)
+
+
 @torch.no_grad()
 def forward_scores(model, encoded: Sequence[Encoded], pad_id: int = 0, dist_rows: Sequence[int] = (),
                    batch_size: int | None = None) -> tuple[TargetScores, dict[int, torch.Tensor]]:
@@ -127,26 +151,16 @@ def forward_scores(model, encoded: Sequence[Encoded], pad_id: int = 0, dist_rows
         bs = batch_size or _auto_batch_size(max(lengths), vocab)
         for start in range(0, n, bs):
             rows = order[start: start + bs]
-            ids, mask = _pad_batch([encoded[r][0] + encoded[r][1] for r in rows], pad_id, device)
+            chunk = [encoded[r] for r in rows]
+            ids, mask = _pad_batch([p + t for p, t in chunk], pad_id, device)
             logits = model(input_ids=ids, attention_mask=mask).logits
-            b_idx, p_idx, t_idx, seg, first = [], [], [], [], []
-            for j, r in enumerate(rows):
-                p, t = encoded[r]
-                first.append(len(t_idx))
-                for k, tid in enumerate(t):
-                    b_idx.append(j)
-                    p_idx.append(len(p) - 1 + k)
-                    t_idx.append(tid)
-                    seg.append(j)
-            lp = torch.log_softmax(logits[torch.tensor(b_idx, device=device), torch.tensor(p_idx, device=device)]
-                                   .float(), dim=-1)
-            tgt = torch.tensor(t_idx, device=device)
+            lp, tgt, seg_t = gather_target_logprobs(logits, chunk)
+            first = np.cumsum([0] + [len(t) for _, t in chunk[:-1]])
             tok_lp = lp.gather(1, tgt[:, None])[:, 0]
             miss = (lp.argmax(dim=-1) != tgt).to(torch.int64)
-            seg_t = torch.tensor(seg, device=device)
             sums = torch.zeros(len(rows), dtype=torch.float64, device=device).index_add_(0, seg_t, tok_lp.double())
             misses = torch.zeros(len(rows), dtype=torch.int64, device=device).index_add_(0, seg_t, miss)
-            fi = torch.tensor(first, device=device)
+            fi = torch.tensor(first, device=device, dtype=torch.long)
             first_lp = tok_lp[fi]
             ranks = (lp[fi] > first_lp[:, None]).sum(dim=1)
             sums, misses, first_lp, ranks = (x.cpu().numpy() for x in (sums, misses, first_lp, ranks))
@@ -158,7 +172,7 @@ def forward_scores(model, encoded: Sequence[Encoded], pad_id: int = 0, dist_rows
                 ft_rec[r] = first_miss[j] == 0
                 ft_rank[r] = ranks[j]
                 if int(r) in want:
-                    dists[int(r)] = lp[first[j]].cpu()
+                    dists[int(r)] = lp[int(first[j])].cpu()
     scores = TargetScores(logprob=logprob, recalled=recalled, first_token_logprob=ft_lp,
                           first_token_recalled=ft_rec, first_token_rank=ft_rank, n_target_tokens=n_tok)
     return scores, dists

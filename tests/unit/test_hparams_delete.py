@@ -46,3 +46,15 @@ def test_missing_file_and_bad_override():
         load_hparams(RomeHparams, "/nonexistent/hp.yaml")
     with pytest.raises(UserError, match="update_weight must be > 0"):
         load_hparams(MemitHparams, overrides={"update_weight": 0})
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [({"nullspace_threshold": 1.5}, "nullspace_threshold"), ({"l2": 0.0}, "l2 must be > 0"),
+     ({"preserve": "keys"}, "preserve must be one of"), ({"n_layers": 0}, "n_layers")],
+)
+def test_bad_alphaedit_hparams(override, needle):
+    from kdel.delete.alphaedit import AlphaEditHparams
+
+    with pytest.raises(UserError, match=needle):
+        load_hparams(AlphaEditHparams, overrides=override)

@@ -84,14 +84,14 @@ def test_replace_rewrites_to_new_target():
 
 def test_non_finite_update_is_refused_and_not_applied(monkeypatch):
     import kdel.delete.rome.method as rome_method
-    from kdel.delete.keys import optimise_delta as real
+    from kdel.delete.values import optimise_value as real
 
     def broken(*args, **kwargs):
         res = real(*args, **kwargs)
         res.delta = torch.full_like(res.delta, float("nan"))
         return res
 
-    monkeypatch.setattr(rome_method, "optimise_delta", broken)
+    monkeypatch.setattr(rome_method, "optimise_value", broken)
     model, tok = memorized_model("gpt2")
     ctx = EditContext(model, tok, sentence_table())
     original = weights_hash(model)

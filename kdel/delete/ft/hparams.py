@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdel.delete.ga.hparams import check_non_negative, check_positive, check_steps
+from kdel.delete.unlearn.hparams import check_non_negative, check_positive, check_steps
 from kdel.errors import UserError
 
 MODULES = ("mlp_out", "mlp")

@@ -1,6 +1,7 @@
-"""Gradient ascent unlearning (`ga`) and the gradient-edit loop shared with `npo` and `ft`."""
+"""Gradient ascent unlearning (`ga`), on the shared loop of kdel.delete.unlearn."""
 
-from kdel.delete.ga.hparams import GAHparams, UnlearnHparams
+from kdel.delete.ga.hparams import GAHparams
 from kdel.delete.ga.method import GradientAscent
+from kdel.delete.unlearn.hparams import UnlearnHparams
 
 __all__ = ["GAHparams", "GradientAscent", "UnlearnHparams"]

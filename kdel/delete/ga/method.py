@@ -5,9 +5,8 @@ the object is no longer recalled with a log-probability margin on every training
 from __future__ import annotations
 
 from kdel.delete.base import register_method
-from kdel.delete.ga.common import UnlearningMethod
 from kdel.delete.ga.hparams import GAHparams
-from kdel.delete.ga.loop import sequence_logprob
+from kdel.delete.unlearn.method import UnlearningMethod
 
 
 @register_method
@@ -15,11 +14,11 @@ class GradientAscent(UnlearningMethod):
     name = "ga"
     hparams_class = GAHparams
 
-    def forget_loss(self, forget, model):
+    def forget_loss(self, ctx, request, forget):
         nll = self.hparams.forget_loss == "nll"
 
-        def loss(lps):
-            lp = sequence_logprob(lps, forget)
+        def loss(fp):
+            lp = fp.logprob
             # 'nll': minimise log p(o) = ascend the NLL; 'prob': minimise p(o) itself.
             return lp.mean() if nll else lp.exp().mean()
 

@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from kdel.delete.base import register_method
-from kdel.delete.ga.common import UnlearningMethod
-from kdel.delete.ga.hparams import UnlearnHparams, check_positive
-from kdel.delete.ga.loop import sequence_logprob, target_token_logprobs
+from kdel.delete.unlearn.hparams import UnlearnHparams, check_positive
+from kdel.delete.unlearn.method import UnlearningMethod
 
 
 @dataclass
@@ -35,13 +34,13 @@ class NPO(UnlearningMethod):
     name = "npo"
     hparams_class = NPOHparams
 
-    def forget_loss(self, forget, model):
+    def forget_loss(self, ctx, request, forget):
         beta = self.hparams.beta
         with torch.no_grad():
-            ref = sequence_logprob(target_token_logprobs(model, forget), forget).detach()  # π_ref: before editing
+            ref = forget.forward(ctx.model, ctx.adapter).logprob.detach()  # π_ref: before editing
 
-        def loss(lps):
-            ratio = sequence_logprob(lps, forget) - ref
+        def loss(fp):
+            ratio = fp.logprob - ref
             return (2.0 / beta) * F.softplus(beta * ratio).mean()
 
         return loss

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kdel.delete.hparams import require
-from kdel.delete.keys import DeltaSettings
+from kdel.delete.values import ValueSettings
 
 
 @dataclass
@@ -40,6 +40,6 @@ class RomeHparams:
         require(self.max_condition > 1, f"max_condition must be > 1, got {self.max_condition}")
         require(self.cov_batch_size >= 1, f"cov_batch_size must be >= 1, got {self.cov_batch_size}")
 
-    def delta_settings(self) -> DeltaSettings:
-        return DeltaSettings(lr=self.lr, steps=self.steps, clamp_factor=self.clamp_factor, kl_factor=self.kl_factor,
+    def delta_settings(self) -> ValueSettings:
+        return ValueSettings(lr=self.lr, steps=self.steps, clamp_factor=self.clamp_factor, kl_factor=self.kl_factor,
                              weight_decay=self.weight_decay, margin=self.margin)
