@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 
 from kdel.errors import UserError
 from kdel.sweep.checks import _choice, _err, _mapping, _no_unknown, _str, _str_list
-from kdel.sweep.config import DEGREES, OUTCOMES, TOPOLOGIES, Condition
+from typing import TYPE_CHECKING
+
+from kdel.sweep.checks import DEGREES, OUTCOMES, TOPOLOGIES
+
+if TYPE_CHECKING:
+    from kdel.sweep.config import Condition
 
 DEFAULT_POPULARITY_METRICS = ("same_subject.mean_p_drop", "same_subject.flip_rate", "same_subject.any_broke",
                               "same_object.mean_p_drop", "neighbors_1hop.mean_p_drop", "unrelated.mean_p_drop",

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from kdel.errors import UserError
 
+TOPOLOGIES = ("ba", "er", "powerlaw")
+OUTCOMES = ("success", "failed", "all")
+DEGREES = ("subject_degree", "object_degree")
+
 MAX_SEEDS = 1000
 
 

@@ -14,15 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from kdel.errors import UserError
-from kdel.sweep.checks import (ConfigError, _bool, _choice, _err, _float, _int, _mapping, _no_unknown, _str,
+from kdel.sweep.checks import (DEGREES, OUTCOMES, TOPOLOGIES, ConfigError, _bool, _choice, _err, _float, _int, _mapping, _no_unknown, _str,
                                _str_list, parse_seeds)
 
 CONFIG_FORMAT = "kdel-sweep-config/1"
-TOPOLOGIES = ("ba", "er", "powerlaw")
 FORMATS = ("natural", "sro")
 SITES = ("subject_last", "last")
-OUTCOMES = ("success", "failed", "all")
-DEGREES = ("subject_degree", "object_degree")
 
 # Condition keys: name -> (stage it feeds, default). The stage decides which cache key it enters.
 CONDITION_KEYS: dict[str, tuple[str, Any]] = {

@@ -210,7 +210,7 @@ def test_executor_scores_the_target_once_and_uses_the_spec_hparams(loaded, monke
     calls = []
     real = execute.forward_scores
     monkeypatch.setattr(execute, "forward_scores", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
-    monkeypatch.setattr(delete_base, "score_targets", lambda *a, **k: pytest.fail("apply_deletion scored"))
+    monkeypatch.setattr(delete_base.EfficacyProbe, "score", lambda *a, **k: pytest.fail("apply_deletion scored"))
     rec = ex.run(spec)
     assert rec.status == "ok" and len(rec.edit.info["units"]) == 3
     assert calls == [rec.timing.n_rows_after]  # one batched pass after the edit, nothing else
