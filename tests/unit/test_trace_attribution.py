@@ -133,3 +133,26 @@ def test_kl_noising_estimate_is_zero(random_model):
     (t,) = trace_many(model, tok, FACTS[:1], TABLE, TraceConfig(method="attribution", direction="noise",
                                                                noise_samples=2, metrics=("kl",)))
     assert np.allclose(t.patched["resid"]["kl"], 0.0, atol=1e-12)
+
+
+def test_cli_method_attribution(random_model_dir, tmp_path, capsys, monkeypatch):
+    import json
+
+    import kdel.trace.api as api
+    from kdel.cli.main import main
+
+    monkeypatch.setattr(api, "known_mask", lambda m, t, fs: np.ones(len(fs), dtype=bool))
+    facts = tmp_path / "facts.jsonl"
+    facts.write_text("".join(json.dumps({"subject": f.subject, "prompt": f.prompt, "target": f.target}) + "\n"
+                             for f in FACTS))
+    out = tmp_path / "tr"
+    rc = main(["trace", "--model", str(random_model_dir("gpt2")), "--facts", str(facts), "--out", str(out),
+               "--method", "attribution", "--position", "last", "--noise-samples", "2"])
+    assert rc == 0, capsys.readouterr().err
+    assert "approximate" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "attribution" and summary["approximate"] is True
+    assert all(t.approximate for t in load_traces(out))
+    rc = main(["trace", "--model", str(random_model_dir("gpt2")), "--facts", str(facts), "--out", str(out),
+               "--method", "guess"])
+    assert rc == 2 and "unknown method" in capsys.readouterr().err
