@@ -91,6 +91,18 @@ def causal_mask(prefix: int, n: int, dtype, device) -> torch.Tensor:
     return additive_mask(allowed[None], dtype)
 
 
+def padded_prefix(starts: torch.Tensor, n: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows computing positions starts[r] .. starts[r]+n-1 after cached prefixes of different lengths, left-padded
+    to max(starts): the prefix's gather positions (rows, P) (padding clamped to 0) and the additive mask
+    (rows, 1, n, P + n) hiding the padding."""
+    dev = starts.device
+    p_max = int(starts.max()) if len(starts) else 0
+    kpos = starts[:, None] - p_max + torch.arange(p_max, device=dev)[None, :]
+    allowed = torch.cat([(kpos >= 0)[:, None, :].expand(-1, n, -1),
+                         torch.ones(n, n, dtype=torch.bool, device=dev).tril()[None].expand(len(starts), -1, -1)], 2)
+    return kpos.clamp(min=0), additive_mask(allowed, dtype)
+
+
 def call_kwargs(template: dict, positions: torch.Tensor, mask: torch.Tensor) -> dict:
     """A block call (from a recorded one) for per-row query positions (rows, q) with an explicit mask."""
     call = dict(template)

@@ -28,7 +28,16 @@ import torch
 from kdel.models.adapter import first_tensor, with_first_tensor
 from kdel.trace.metrics import row_metrics
 from kdel.trace.patch import Site, TraceSetup, is_noop
-from kdel.trace.blocks import FixedKV, PrefixKV, additive_mask, cache_name, call_kwargs, causal_mask, kv_rows
+from kdel.trace.blocks import (
+    FixedKV,
+    PrefixKV,
+    additive_mask,
+    cache_name,
+    call_kwargs,
+    causal_mask,
+    kv_rows,
+    padded_prefix,
+)
 
 SLICE_LAST_MLP = True  # the last layer's MLP on the last position only (exact; off only to measure it)
 
@@ -40,7 +49,8 @@ class _Item:
     site: Site
     l0: int
     pmin: int
-    length: int  # the fact's prompt length T; stage 2 computes positions pmin .. T-1
+    length: int  # the fact's prompt length T
+    start: int = 0  # stage 2 computes positions start .. T-1 (start <= pmin: a batch shares one length T - start)
 
 
 def _patch_hook(rows: torch.Tensor, pos: torch.Tensor, values: torch.Tensor):
@@ -53,10 +63,10 @@ def _patch_hook(rows: torch.Tensor, pos: torch.Tensor, values: torch.Tensor):
 
 
 class _Group:
-    """The rows of one batch (items with the same l0, pmin, T and number of positions): per row, its base
-    row, its source row and its item."""
+    """The rows of one batch (items with the same l0, number of positions and stage-2 length n): per row, its
+    base row, its source row, its item and its stage-2 start."""
 
-    def __init__(self, setups: list[TraceSetup], items: list[_Item], prefix_cache: dict):
+    def __init__(self, setups: list[TraceSetup], items: list[_Item], prefix_cache: dict, n: int):
         self.setups, self.items, self.prefix_cache = setups, items, prefix_cache
         self.adapter = setups[0].adapter
         dev = self.adapter.device
@@ -74,16 +84,21 @@ class _Group:
         self.run = setups[0].base_run
         self.source_run = setups[0].source_run
         self.ps = self.per_row([list(it.site.positions) for it in items])  # (rows, npos)
+        self.n = n
+        self.starts_at = self.per_row([it.start for it in items])  # (rows,)
+        self.same_start = len({it.start for it in items}) == 1
 
     def per_row(self, values: list) -> torch.Tensor:
         return torch.tensor([values[i] for i in self.item_of], device=self.adapter.device)
 
-    def prefix(self, layer: int, length: int):
-        """The base run's keys/values of positions < length at `layer`, for this group's rows."""
-        key = (layer, length)
-        if key not in self.prefix_cache:  # cut once per (layer, length), shared by the groups
-            self.prefix_cache[key] = tuple(x[:, :, :length].contiguous() for x in self.run.kv[layer])
-        return kv_rows(self.prefix_cache[key], self.base)
+    def prefix(self, layer: int, kidx: torch.Tensor | None):
+        """The base run's keys/values of each row's positions before its start at `layer` (left-padded)."""
+        if kidx is None:  # one start for every row: cut once per (layer, start), shared by the batches
+            key = (layer, self.items[0].start)
+            if key not in self.prefix_cache:
+                self.prefix_cache[key] = tuple(x[:, :, : key[1]].contiguous() for x in self.run.kv[layer])
+            return kv_rows(self.prefix_cache[key], self.base)
+        return tuple(x[self.base[:, None], :, kidx].permute(0, 2, 1, 3) for x in self.run.kv[layer])
 
 
 def _stage1(g: _Group, l0: int, npos: int) -> torch.Tensor:
@@ -143,7 +158,7 @@ def _stage2_patches(g: _Group, l0: int):
             for p in it.site.positions:
                 if layer == L - 1 and p != it.length - 1:
                     continue
-                rel = 0 if (layer == L - 1 and it.site.component == "mlp" and SLICE_LAST_MLP) else p - it.pmin
+                rel = 0 if (layer == L - 1 and it.site.component == "mlp" and SLICE_LAST_MLP) else p - it.start
                 lists = index[(it.site.component, layer)]
                 for r in range(g.starts[i], g.starts[i + 1]):
                     lists[0].append(r)
@@ -163,16 +178,24 @@ def _stage2(g: _Group, l0: int, h1: torch.Tensor) -> torch.Tensor:
     adapter = g.adapter
     dev = adapter.device
     L = adapter.n_layers
-    pmin, T = g.items[0].pmin, g.items[0].length
-    n = T - pmin
-    hidden = g.run.block_inputs[l0 + 1].index_select(0, g.base)[:, pmin:T]
-    hidden[torch.arange(len(g.base), device=dev)[:, None], g.ps - pmin] = h1
-    call = call_kwargs(g.run.block_call, torch.arange(pmin, T, device=dev)[None], causal_mask(pmin, n, hidden.dtype, dev))
-    call[cache_name(adapter.layer(0))] = PrefixKV(lambda layer: g.prefix(layer, pmin))
+    n = g.n
+    rows = torch.arange(len(g.base), device=dev)
+    if g.same_start:
+        start = g.items[0].start
+        pos = torch.arange(start, start + n, device=dev)[None]
+        hidden = g.run.block_inputs[l0 + 1].index_select(0, g.base)[:, start : start + n]
+        kidx, mask = None, causal_mask(start, n, h1.dtype, dev)
+    else:
+        pos = g.starts_at[:, None] + torch.arange(n, device=dev)[None]
+        hidden = g.run.block_inputs[l0 + 1][g.base[:, None], pos]
+        kidx, mask = padded_prefix(g.starts_at, n, h1.dtype)
+    hidden[rows[:, None], g.ps - g.starts_at[:, None]] = h1
+    call = call_kwargs(g.run.block_call, pos, mask)
+    call[cache_name(adapter.layer(0))] = PrefixKV(lambda layer: g.prefix(layer, kidx))
     handles = []
     try:
-        for (comp, layer), (rows, rel, vals) in _stage2_patches(g, l0).items():
-            handles.append(adapter.component(comp, layer).register_forward_hook(_patch_hook(rows, rel, vals)))
+        for (comp, layer), (rws, rel, vals) in _stage2_patches(g, l0).items():
+            handles.append(adapter.component(comp, layer).register_forward_hook(_patch_hook(rws, rel, vals)))
         if SLICE_LAST_MLP and n > 1:
             handles.append(adapter.mlp(L - 1).register_forward_pre_hook(
                 lambda _m, args: (args[0][:, -1:],) + tuple(args[1:])))
@@ -236,12 +259,72 @@ def _token_budget(setup: TraceSetup, budget_bytes: float) -> int:
     return max(1, int(budget_bytes // (el * (10 * d + 3 * d_ff))))
 
 
+def _batches(items: list[_Item], rows_of, min_tokens: int, max_tokens: int) -> list[tuple[int, list[_Item]]]:
+    """Split one (l0, npos) group into batches (n, items). Items needing the longest stage 2 come first; a batch
+    computes n = its first item's T - pmin positions for every row (from T - n: earlier positions of a shorter
+    site are recomputed unchanged), and takes items until it holds `min_tokens` row-positions (fewer, larger
+    calls: a block call has a fixed cost) or `max_tokens` (memory). Items with equal (pmin, T) stay together."""
+    items = sorted(items, key=lambda it: (-(it.length - it.pmin), it.length, it.pmin, it.job))
+    out: list[tuple[int, list[_Item]]] = []
+    rest = items
+    while rest:
+        n = rest[0].length - rest[0].pmin
+        batch, left, tokens = [], [], 0
+        for it in rest:
+            m = it.length - it.pmin
+            fits = it.length >= n and tokens + n * rows_of(it) <= max_tokens
+            full = tokens >= min_tokens and m < n
+            if fits and not full or not batch:
+                it.start = it.length - n
+                batch.append(it)
+                tokens += n * rows_of(it)
+            else:
+                left.append(it)
+        out.append((n, batch))
+        rest = left
+    return out
+
+
+_MIN_TOKENS: dict = {}
+
+
+def calibrate_min_tokens(setup: TraceSetup) -> int:
+    """Row-positions per block call at which the call's fixed cost (reading the weights, Python) is at most
+    ~1/8 of it: 8 c0 / c1, measured on block 0 (c0 + c1 * m seconds for m one-position rows). Cached per model."""
+    import time
+
+    adapter = setup.adapter
+    key = (id(adapter.model), str(adapter.device), setup.base_run.block_inputs[0].dtype)
+    if key in _MIN_TOKENS:
+        return _MIN_TOKENS[key]
+    block = adapter.layer(0)
+    times = {}
+    for m in (8, 128):
+        h = setup.base_run.block_inputs[0][:1, :1].expand(m, 1, -1).contiguous()
+        kv = tuple(x[:1, :, :1].expand(m, -1, -1, -1).contiguous() for x in setup.base_run.kv[0])
+        call = call_kwargs(setup.base_run.block_call, torch.zeros((m, 1), dtype=torch.long, device=h.device),
+                           causal_mask(0, 1, h.dtype, h.device))
+        call[cache_name(block)] = FixedKV(*kv)
+        best = float("inf")
+        with torch.no_grad():
+            for _ in range(3):
+                t = time.perf_counter()
+                block(h, **call)
+                best = min(best, time.perf_counter() - t)
+        times[m] = best
+    c1 = max((times[128] - times[8]) / 120, 1e-9)
+    c0 = max(times[8] - 8 * c1, 0.0)
+    _MIN_TOKENS[key] = int(min(2048, max(16, 8 * c0 / c1)))
+    return _MIN_TOKENS[key]
+
+
 def run_sites(setups: list[TraceSetup], sites: list[list[Site]], budget_bytes: float = 1.5e8,
-              max_tokens: int | None = None) -> list[list[dict[str, float]]]:
+              max_tokens: int | None = None, min_tokens: int | None = None) -> list[list[dict[str, float]]]:
     """Metric values of `sites[j]` for fact `setups[j]` (all setups from one `build_setups` call), equal to the
-    per-site loop's. Batches hold at most `max_tokens` row-positions (default: from a memory budget)."""
+    per-site loop's. Batches hold at most `max_tokens` row-positions (default: from a memory budget) and are
+    merged up to `min_tokens` (default: measured, `calibrate_min_tokens`)."""
     results: list[list[dict | None]] = [[None] * len(s) for s in sites]
-    groups: dict[tuple[int, int, int, int], list[_Item]] = defaultdict(list)
+    groups: dict[tuple[int, int], list[_Item]] = defaultdict(list)
     for j, (setup, ss) in enumerate(zip(setups, sites)):
         for k, site in enumerate(ss):
             if is_noop(setup, site):
@@ -249,18 +332,16 @@ def run_sites(setups: list[TraceSetup], sites: list[list[Site]], budget_bytes: f
                 continue
             site = Site(site.component, tuple(sorted(site.layers)), tuple(sorted(site.positions)))
             it = _Item(j, k, site, site.layers[0], site.positions[0], setup.length)
-            groups[(it.l0, it.pmin, it.length, len(site.positions))].append(it)
+            groups[(it.l0, len(site.positions))].append(it)
     if not groups:
         return results  # type: ignore[return-value]
-    budget = max_tokens or _token_budget(setups[0], budget_bytes)
+    max_tokens = max_tokens or _token_budget(setups[0], budget_bytes)
+    min_tokens = min(max_tokens, min_tokens or calibrate_min_tokens(setups[0]))
     prefix_cache: dict = {}
-    for (l0, pmin, length, npos), items in sorted(groups.items()):
-        items.sort(key=lambda it: it.job)
-        rows_per_item = max(setups[it.job].n_rows for it in items)
-        chunk = max(1, budget // max(1, (length - pmin) * rows_per_item))
-        for i in range(0, len(items), chunk):
-            part = items[i : i + chunk]
-            g = _Group(setups, part, prefix_cache)
+    for (l0, npos), items in sorted(groups.items()):
+        for n, part in _batches(items, lambda it: setups[it.job].n_rows, min_tokens, max_tokens):
+            part.sort(key=lambda it: it.job)  # a fact's rows contiguous (for the metrics)
+            g = _Group(setups, part, prefix_cache, n)
             with torch.no_grad():
                 values = _metrics(g, _run_group(g, l0, npos))
             for it, v in zip(part, values):

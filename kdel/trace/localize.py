@@ -15,9 +15,11 @@ For each fact: the normalised MLP effect (gn, denoising, `prob`, window W) per l
    (Llama-2-7B layer 5 of 32), GPT-NeoX 0.18 (the parallel-block GPT-J, layer 5 of 28); the nearest layer not
    excluded. The choice says so (`fallback`, `fallback_reason`).
 
-Two-stage (default): attribution patching ranks the layers at both sites (one forward pair and one backward for
-all of them), the exact tracer confirms the top k (3) of each site, at every subject token too (for the
-embedding test); both numbers are recorded. Exact-only traces every layer at those positions.
+Two-stage: attribution patching ranks the layers at both sites (one forward pair and one backward for all of
+them), the exact tracer confirms the top k (3) of each site; both numbers are recorded. Exact-only traces every
+layer at both sites. Either way the other subject tokens are traced only for layers whose effect at the last
+subject token reaches the embedding threshold (no other layer can be embedding-like). Default ("auto"):
+two-stage for models of >= 4k layers, exact-only below (there it is cheaper: see docs/trace.md).
 Window default: 1 for models of <= 8 layers, else round(n_layers / 6) (ROME's window of 10 was for 48 layers).
 """
 
@@ -120,15 +122,16 @@ def _decide(fact_id, effects: dict, subject_effects: dict, n_layers: int, family
 
 
 def choose_site_layers(model, tok, facts, table, window: int | None = None, exclude_layers=(),
-                       min_effect: float = 0.1, two_stage: bool = True, top_k: int = 3, site_ratio: float = 2.0,
+                       min_effect: float = 0.1, two_stage: bool | str = "auto", top_k: int = 3, site_ratio: float = 2.0,
                        embedding_threshold: float = 0.9, config: TraceConfig | None = None) -> list[LayerChoice]:
     """The edit site and layer of each fact (see the module docstring). `config` sets the corruption, noise
-    samples and seed of the traces (its components, metrics, window and positions are overridden)."""
+    samples and seed of the traces (its components, metrics, window and positions are overridden).
+    `two_stage="auto"`: two-stage when the model has at least 4 x top_k layers, else exact-only (on small models
+    confirming k layers is nearly all of them, and the exact tracer alone is cheaper)."""
     from kdel.models.adapter import ModelAdapter
     from kdel.trace.api import _corruption
     from kdel.trace.attribution import attribution_maps
     from kdel.trace.corrupt import embedding_std
-    from kdel.trace.engine import run_sites
     from kdel.trace.patch import build_setups
 
     adapter = ModelAdapter(model, tok)
@@ -140,6 +143,8 @@ def choose_site_layers(model, tok, facts, table, window: int | None = None, excl
         raise UserError(f"--exclude-layers: layer {bad[0]} is out of range: this model has layers 0..{L - 1}")
     if top_k < 1:
         raise UserError(f"top k must be >= 1, got {top_k}")
+    if two_stage == "auto":
+        two_stage = L >= 4 * top_k
     base = config or TraceConfig()
     cfg = TraceConfig(**{**base.__dict__, "components": ("mlp",), "metrics": ("prob",), "window": window,
                          "positions": (), "method": "exact"})
@@ -149,7 +154,8 @@ def choose_site_layers(model, tok, facts, table, window: int | None = None, excl
     corrs = [_corruption(tok, f, table, adapter, cfg, sigma)[0] for f in facts]
     setups = build_setups(adapter, corrs, cfg.direction)
     positions = [{"subject_last": max(c.clean.subject_positions), "last": len(c.clean.ids) - 1} for c in corrs]
-    subjects = [list(c.clean.subject_positions) for c in corrs]
+    subjects = [[q for q in c.clean.subject_positions if q != max(c.clean.subject_positions)] for c in corrs]
+    subjects = [[max(c.clean.subject_positions)] + rest for c, rest in zip(corrs, subjects)]  # the last one first
     attr = None
     if two_stage:
         a_setups, maps = attribution_maps(adapter, corrs, cfg)
@@ -157,46 +163,47 @@ def choose_site_layers(model, tok, facts, table, window: int | None = None, excl
                                       cfg.direction) for s in SITE_NAMES} for a, m, pos in zip(a_setups, maps, positions)]
     todo = [{s: (list(range(L)) if attr is None else _ranked(attr[i][s], listed)) for s in SITE_NAMES}
             for i in range(len(facts))]
-    effects = [{s: {} for s in SITE_NAMES} for _ in facts]
-    subj = [{} for _ in facts]
+    known: list[dict] = [{} for _ in facts]  # (layer, position) -> exact effect
     choices: list[LayerChoice | None] = [None] * len(facts)
+    k = L if attr is None else top_k
     rnd = 0
     while any(c is None for c in choices):
-        k = L if attr is None else top_k
-        cells = []
-        for i in range(len(facts)):
-            if choices[i] is not None:
-                cells.append([])
-                continue
-            want = sorted({layer for s in SITE_NAMES for layer in todo[i][s][rnd * k:(rnd + 1) * k]})
-            cells.append([(s, layer, p) for layer in want for s, p in
-                          [("last", positions[i]["last"])] + [("subject", q) for q in subjects[i]]])
-        sites = [[Site("mlp", window_layers(layer, window, L), (p,)) for _, layer, p in cs] for cs in cells]
-        values = run_sites(setups, sites)
-        for i, (cs, vs) in enumerate(zip(cells, values)):
-            for (s, layer, p), v in zip(cs, vs):
-                e = _effects(v, setups[i])
-                if s == "last":
-                    effects[i]["last"][layer] = e
-                else:
-                    subj[i].setdefault(layer, []).append(e)
-                    if p == positions[i]["subject_last"]:
-                        effects[i]["subject_last"][layer] = e
+        open_ = [i for i, c in enumerate(choices) if c is None]
+        want = {i: sorted({layer for s in SITE_NAMES for layer in todo[i][s][rnd * k:(rnd + 1) * k]}) for i in open_}
+        pos = {i: (positions[i]["subject_last"], positions[i]["last"]) for i in open_}
+        _confirm(setups, known, {i: [(layer, p) for layer in want[i] for p in pos[i]] for i in open_}, window, L)
+        # the embedding test needs the other subject tokens only where the last one already reaches the threshold
+        _confirm(setups, known, {i: [(layer, q) for layer in want[i] for q in subjects[i]
+                                     if known[i][(layer, pos[i][0])] >= embedding_threshold] for i in open_}, window, L)
         rnd += 1
-        for i in range(len(facts)):
-            if choices[i] is not None:
-                continue
-            c = _decide(facts[i].id, effects[i], subj[i], L, adapter.arch.family, window, listed, min_effect,
+        for i in open_:
+            effects = {s: {layer: e for (layer, p), e in known[i].items() if p == positions[i][s]} for s in SITE_NAMES}
+            subj = {layer: [known[i].get((layer, q), np.nan) for q in subjects[i]] for layer in effects["subject_last"]}
+            c = _decide(facts[i].id, effects, subj, L, adapter.arch.family, window, listed, min_effect,
                         site_ratio, embedding_threshold, "exact" if attr is None else "two-stage")
             exhausted = rnd * k >= L
-            starved = any(not any(layer not in c.excluded for layer in effects[i][s]) for s in SITE_NAMES)
+            starved = any(not any(layer not in c.excluded for layer in effects[s]) for s in SITE_NAMES)
             if exhausted or attr is None or not (c.fallback or starved):  # two-stage: widen before giving up
                 if attr is not None:
                     c.attribution = {s: [float(x) for x in attr[i][s]] for s in SITE_NAMES}
                     c.attribution_effect = float(attr[i][c.site][c.layer])
-                c.confirmed = {s: dict(sorted(effects[i][s].items())) for s in SITE_NAMES}
+                c.confirmed = {s: dict(sorted(effects[s].items())) for s in SITE_NAMES}
                 choices[i] = c
     return choices  # type: ignore[return-value]
+
+
+def _confirm(setups, known: list[dict], requests: dict[int, list], window: int, n_layers: int) -> None:
+    """Exact MLP effects (window `window`) of the requested (layer, position) cells not yet known."""
+    from kdel.trace.engine import run_sites
+
+    todo = {i: [lp for lp in dict.fromkeys(req) if lp not in known[i]] for i, req in requests.items()}
+    if not any(todo.values()):
+        return
+    sites = [[Site("mlp", window_layers(layer, window, n_layers), (p,)) for layer, p in todo.get(i, [])]
+             for i in range(len(setups))]
+    for i, vs in enumerate(run_sites(setups, sites)):
+        for lp, v in zip(todo.get(i, []), vs):
+            known[i][lp] = _effects(v, setups[i])
 
 
 def _ranked(estimates: np.ndarray, listed) -> list[int]:

@@ -62,7 +62,7 @@ def test_two_stage_matches_exact_on_the_trained_model(trained_model_dir, tiny_kg
     model, tok = load_model(trained_model_dir, "cpu", kg_hash=table.source_hash)
     facts = table.facts[:12]
     cfg = TraceConfig(noise_samples=4)
-    fast = choose_site_layers(model, tok, facts, table, config=cfg)
+    fast = choose_site_layers(model, tok, facts, table, config=cfg, two_stage=True)
     exact = choose_site_layers(model, tok, facts, table, config=cfg, two_stage=False)
     same = sum((a.site, a.layer) == (b.site, b.layer) for a, b in zip(fast, exact))
     assert same >= 10, [(a.site, a.layer, b.site, b.layer) for a, b in zip(fast, exact)]
@@ -72,6 +72,7 @@ def test_two_stage_matches_exact_on_the_trained_model(trained_model_dir, tiny_kg
         assert b.effect == pytest.approx(b.confirmed[b.site][b.layer])
         if (a.site, a.layer) == (b.site, b.layer):  # both record the same exact effect
             assert a.effect == pytest.approx(b.effect, abs=1e-9)
-    assert choose_site_layer(model, tok, facts[0], table, config=cfg).to_json()["fact_id"] == facts[0].id
+    auto = choose_site_layer(model, tok, facts[0], table, config=cfg)  # 4 layers < 4 x top k: exact-only
+    assert auto.method == "exact" and auto.to_json()["fact_id"] == facts[0].id
     with pytest.raises(UserError, match="out of range"):
         choose_site_layer(model, tok, facts[0], table, exclude_layers=[9])
