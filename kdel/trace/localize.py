@@ -158,7 +158,8 @@ def choose_site_layers(model, tok, facts, table, window: int | None = None, excl
     subjects = [[max(c.clean.subject_positions)] + rest for c, rest in zip(corrs, subjects)]  # the last one first
     attr = None
     if two_stage:
-        a_setups, maps = attribution_maps(adapter, corrs, cfg)
+        clean = setups[0].source_run if cfg.direction == "denoise" else setups[0].base_run  # recorded once
+        a_setups, maps = attribution_maps(adapter, corrs, cfg, clean=clean)
         attr = [{s: normalized_effect(m["mlp"]["prob"][:, pos[s]], a.clean["prob"], a.corrupted["prob"],
                                       cfg.direction) for s in SITE_NAMES} for a, m, pos in zip(a_setups, maps, positions)]
     todo = [{s: (list(range(L)) if attr is None else _ranked(attr[i][s], listed)) for s in SITE_NAMES}
@@ -169,12 +170,13 @@ def choose_site_layers(model, tok, facts, table, window: int | None = None, excl
     rnd = 0
     while any(c is None for c in choices):
         open_ = [i for i, c in enumerate(choices) if c is None]
-        want = {i: sorted({layer for s in SITE_NAMES for layer in todo[i][s][rnd * k:(rnd + 1) * k]}) for i in open_}
-        pos = {i: (positions[i]["subject_last"], positions[i]["last"]) for i in open_}
-        _confirm(setups, known, {i: [(layer, p) for layer in want[i] for p in pos[i]] for i in open_}, window, L)
+        want = {i: {s: todo[i][s][rnd * k:(rnd + 1) * k] for s in SITE_NAMES} for i in open_}
+        _confirm(setups, known, {i: [(layer, positions[i][s]) for s in SITE_NAMES for layer in want[i][s]]
+                                 for i in open_}, window, L)
         # the embedding test needs the other subject tokens only where the last one already reaches the threshold
-        _confirm(setups, known, {i: [(layer, q) for layer in want[i] for q in subjects[i]
-                                     if known[i][(layer, pos[i][0])] >= embedding_threshold] for i in open_}, window, L)
+        _confirm(setups, known, {i: [(layer, q) for layer in want[i]["subject_last"] for q in subjects[i]
+                                     if known[i][(layer, subjects[i][0])] >= embedding_threshold]
+                                 for i in open_}, window, L)
         rnd += 1
         for i in open_:
             effects = {s: {layer: e for (layer, p), e in known[i].items() if p == positions[i][s]} for s in SITE_NAMES}

@@ -71,7 +71,7 @@ def test_two_stage_matches_exact_on_the_trained_model(trained_model_dir, tiny_kg
         assert len(a.attribution["last"]) == 4 and a.attribution_effect is not None
         assert b.effect == pytest.approx(b.confirmed[b.site][b.layer])
         if (a.site, a.layer) == (b.site, b.layer):  # both record the same exact effect
-            assert a.effect == pytest.approx(b.effect, abs=1e-9)
+            assert a.effect == pytest.approx(b.effect, abs=1e-5)  # float32: batches differ
     auto = choose_site_layer(model, tok, facts[0], table, config=cfg)  # 4 layers < 4 x top k: exact-only
     assert auto.method == "exact" and auto.to_json()["fact_id"] == facts[0].id
     with pytest.raises(UserError, match="out of range"):
