@@ -78,17 +78,21 @@ def profile(model, tok, facts, table, cfg) -> dict:
             "rows": {k: {"ms_per_fact": 1000 * v / n, "share": v / total} for k, v in cum.items()}}
 
 
-def peaks(model, tok, table, facts, corruption: str) -> dict:
+def peaks(model, tok, table, facts, corruption: str, window: int = 1) -> dict:
     from kdel.trace import TraceConfig, trace_many
 
-    cfg = TraceConfig(corruption=corruption, components=("mlp", "resid"), metrics=("prob",), fallback_to_gn=True)
+    cfg = TraceConfig(corruption=corruption, components=("mlp", "resid"), metrics=("prob",), fallback_to_gn=True,
+                      window=window)
     traces = trace_many(model, tok, facts, table, cfg)
-    out = {"n_facts": len(traces)}
+    out = {"n_facts": len(traces), "window": window, "mean_clean_prob": float(np.mean([t.clean["prob"] for t in traces])),
+           "mean_corrupted_prob": float(np.mean([t.corrupted["prob"] for t in traces]))}
     for site in ("subject_last", "last"):
         out[f"peak_layer_mlp@{site}"] = dict(sorted(Counter(t.peak_layer(site) for t in traces).items()))
-        out[f"mean_normalized_mlp_prob@{site}"] = [
-            float(np.mean([t.normalized("mlp", "prob")[layer, t.position(site)] for t in traces]))
-            for layer in range(traces[0].n_layers)]
+        for comp in ("mlp", "resid"):
+            out[f"mean_normalized_{comp}_prob@{site}"] = [
+                float(np.mean([t.normalized(comp, "prob")[layer, t.position(site)] for t in traces]))
+                for layer in range(traces[0].n_layers)]
+        out[f"peak_effect_median@{site}"] = float(np.median([t.peak(site).effect for t in traces]))
     return out
 
 
@@ -102,6 +106,7 @@ def main() -> None:
     ap.add_argument("--check-n", type=int, default=3, help="facts compared in float64")
     ap.add_argument("--profile", action="store_true", help="where the exact tracer's time goes")
     ap.add_argument("--peaks-n", type=int, default=0, help="facts traced for the peak-layer table (0 = none)")
+    ap.add_argument("--window", type=int, default=1, help="window of the peak-layer table")
     ap.add_argument("--corruption", default="gn")
     ap.add_argument("--out", help="write the numbers as JSON here")
     args = ap.parse_args()
@@ -118,8 +123,9 @@ def main() -> None:
            "corruption": args.corruption, "map": "resid+mlp+attn, 4 metrics, window 1", "load_start": load()}
     loop_cfg = TraceConfig(corruption=args.corruption, batched=False, fallback_to_gn=True)
     fast_cfg = TraceConfig(corruption=args.corruption, fallback_to_gn=True)
-    trace_many(model, tok, timed_facts[:2], table, loop_cfg)  # warm-up
-    trace_many(model, tok, timed_facts[:2], table, fast_cfg)
+    if args.runs:
+        trace_many(model, tok, timed_facts[:2], table, loop_cfg)  # warm-up
+        trace_many(model, tok, timed_facts[:2], table, fast_cfg)
     runs = []
     for _ in range(args.runs):
         slow, lw, lc = timed(lambda: trace_many(model, tok, timed_facts, table, loop_cfg))
@@ -129,16 +135,21 @@ def main() -> None:
                      "exact_cpu_ms": 1000 * fc / n, "speedup": lw / fw, "speedup_cpu": lc / fc, "load": load()})
         res["max_abs_diff_float32"] = _max_diff(slow, fast)
     res["runs"] = runs
-    res["median"] = {k: median([r[k] for r in runs]) for k in runs[0] if k != "load"}
-    m64 = model.double()
-    check = timed_facts[: args.check_n]
-    res["max_abs_diff_float64"] = _max_diff(trace_many(m64, tok, check, table, loop_cfg),
-                                            trace_many(m64, tok, check, table, fast_cfg))
-    model.float()
+    if runs:
+        res["median"] = {k: median([r[k] for r in runs]) for k in runs[0] if k != "load"}
+    if args.check_n:
+        m64 = model.double()
+        check = timed_facts[: args.check_n]
+        res["max_abs_diff_float64"] = _max_diff(trace_many(m64, tok, check, table, loop_cfg),
+                                                trace_many(m64, tok, check, table, fast_cfg))
+        model.float()
+    from kdel.trace.engine import _MIN_TOKENS
+
+    res["batch_min_tokens_measured"] = list(_MIN_TOKENS.values())
     if args.profile:
         res["profile"] = profile(model, tok, timed_facts, table, fast_cfg)
     if args.peaks_n:
-        res["peaks"] = peaks(model, tok, table, facts[: args.peaks_n], args.corruption)
+        res["peaks"] = peaks(model, tok, table, facts[: args.peaks_n], args.corruption, args.window)
     res["load_end"] = load()
     print(json.dumps(res, indent=2))
     if args.out:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from kdel.models.adapter import ModelAdapter, first_tensor, with_first_tensor

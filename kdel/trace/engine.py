@@ -5,16 +5,20 @@ For a site whose first patched layer is l0 and whose positions are P (pmin = min
   and values are too). Block l0 runs on the positions P alone, attending to the base run's cached keys and
   values of layer l0, with the patch applied; a resid site needs no compute at all (its block output at P
   is the source's).
+  An MLP site in an additive block (output = input + attn + mlp, checked on the recording) needs none either:
+  the block's output changes by exactly the MLP output's change.
 - *stage 2*: layers l0+1 .. L-1 run on positions pmin .. T-1 only (a patch cannot reach earlier positions),
   attending to the base run's cached keys/values of positions < pmin; the input of layer l0+1 is the base
   run's, with stage 1's outputs at P. Windowed sites patch their later layers here.
 - *last layer*: only the last position's output matters, so its MLP runs on the last position alone (the
   block adds it to the residual stream by broadcasting); only the last position is normed and unembedded.
 - *skip*: sites that provably cannot change the last position's logits get the base run's value.
-- *batch*: every site of every fact with the same l0, the same number of positions |P| and the same
-  stage-2 length T - pmin runs in one batch (chunked to a token budget). Facts' prompts may differ in
-  length: each row gets its own position ids, rotary embeddings, cached prefix (left-padded) and attention
-  mask. Every cached tensor comes from the shared recordings of `build_setups`.
+- *batch*: sites of every fact with the same l0 and number of positions |P| share batches; a batch computes
+  the same number n of positions for every row (rows needing fewer recompute some base positions unchanged),
+  and is filled up to a measured minimum size (a block call has a fixed cost: `calibrate_min_tokens`) and at
+  most a memory budget. Facts' prompts may differ in length: each row gets its own position ids, rotary
+  embeddings, cached prefix (left-padded) and attention mask. Every cached tensor comes from the shared
+  recordings of `build_setups`.
 """
 
 from __future__ import annotations
@@ -26,8 +30,6 @@ import numpy as np
 import torch
 
 from kdel.models.adapter import first_tensor, with_first_tensor
-from kdel.trace.metrics import row_metrics
-from kdel.trace.patch import Site, TraceSetup, is_noop
 from kdel.trace.blocks import (
     FixedKV,
     PrefixKV,
@@ -38,6 +40,7 @@ from kdel.trace.blocks import (
     kv_rows,
     padded_prefix,
 )
+from kdel.trace.patch import Site, TraceSetup, is_noop
 
 SLICE_LAST_MLP = True  # the last layer's MLP on the last position only (exact; off only to measure it)
 
