@@ -309,10 +309,13 @@ def calibrate_min_tokens(setup: TraceSetup) -> int:
                            causal_mask(0, 1, h.dtype, h.device))
         call[cache_name(block)] = FixedKV(*kv)
         best = float("inf")
+        sync = torch.cuda.synchronize if h.device.type == "cuda" else (lambda: None)
         with torch.no_grad():
             for _ in range(3):
+                sync()
                 t = time.perf_counter()
                 block(h, **call)
+                sync()
                 best = min(best, time.perf_counter() - t)
         times[m] = best
     c1 = max((times[128] - times[8]) / 120, 1e-9)
