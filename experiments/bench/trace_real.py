@@ -6,7 +6,8 @@ trace_common.REAL_SHAPE); prompts are short real-style facts (7-9 tokens). Two m
 - mlp@subject_last: the MLP map at the last subject token only (what layer choice needs). The old code cannot
   restrict positions in `trace_fact`; it is timed both ways: its whole MLP map (what the audit computed), and
   `patched_metrics` on exactly those L sites (the least its API allows).
-"Before" runs the packages of git ref `--before` (default: the branch point from main) in a subprocess.
+"Before" runs the packages of git ref `--before` (default: the branch point from main) in a subprocess. Besides
+CPU seconds, the work is counted free of machine load: block calls and row-positions through the blocks.
 
     python experiments/bench/trace_real.py [--facts 3] [--before REF] [--out real.json]
 """
@@ -64,9 +65,21 @@ def worker(n_facts: int, full: bool) -> dict:
                                                     for f in facts]}
         if full:
             runs["full"] = lambda: [kt.trace_fact(model, tok, f, table, TraceConfig()) for f in facts]
+    work = {"calls": 0, "tokens": 0}  # block calls and row-positions through blocks: the work, free of load
+
+    def count(_m, args, kwargs):
+        h = args[0] if args else kwargs["hidden_states"]
+        work["calls"] += 1
+        work["tokens"] += h.shape[0] * h.shape[1]
+
+    for layer in model.model.layers:
+        layer.register_forward_pre_hook(count, with_kwargs=True)
     for name, fn in runs.items():
+        work.update(calls=0, tokens=0)
         _, wall, cpu = timed(fn)
-        res[name] = {"cpu_s_per_fact": cpu / len(facts), "wall_s_per_fact": wall / len(facts)}
+        res[name] = {"cpu_s_per_fact": cpu / len(facts), "wall_s_per_fact": wall / len(facts),
+                     "block_calls_per_fact": work["calls"] / len(facts),
+                     "block_tokens_per_fact": work["tokens"] / len(facts)}
     return res
 
 
@@ -88,8 +101,10 @@ def main() -> None:
     res["after"] = json.loads(run_with(ROOT, cmd).strip().splitlines()[-1])
     res["before"] = json.loads(run_with(checkout(ref), cmd).strip().splitlines()[-1])
     res["load_after"] = load()
-    res["speedup_cpu"] = {k: res["before"][k]["cpu_s_per_fact"] / res["after"][k]["cpu_s_per_fact"]
-                          for k in res["after"] if isinstance(res["after"][k], dict)}
+    maps = [k for k in res["after"] if isinstance(res["after"][k], dict)]
+    res["speedup_cpu"] = {k: res["before"][k]["cpu_s_per_fact"] / res["after"][k]["cpu_s_per_fact"] for k in maps}
+    res["less_block_work"] = {k: res["before"][k]["block_tokens_per_fact"] / res["after"][k]["block_tokens_per_fact"]
+                              for k in maps}
     print(json.dumps(res, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
