@@ -1,21 +1,40 @@
-"""Benchmark: ms per fact for the full resid+mlp+attn trace map, exact batched tracer vs ROME's per-site loop.
+"""Benchmark: the exact tracer vs ROME's per-site loop, ms per fact for the full resid+mlp+attn gn map.
 
-Not a test. One thread. Also checks that both give the same raw values, and (with a trained model) reports
-where the model looks facts up: the peak MLP layer at the last subject token and at the last token.
+Not a test. One thread, one process: each run times the loop and then the exact tracer on the same facts (the
+exact tracer batches all of them: `trace_many`); the speed-up is reported per run and as the median of the runs.
+Also: the max |difference| of their raw values (float32), an equality check in float64 on a few facts, where the
+exact tracer's time goes (`--profile`), and (with a trained model) the peak MLP layers.
 
-    python experiments/bench/trace_speed.py --model MODEL_DIR --kg KG_DIR [--facts-n 20] [--peaks-n 0]
+    python experiments/bench/trace_speed.py --model MODEL --kg KG [--facts-n 30] [--runs 3] [--profile] [--out F]
     python experiments/bench/trace_speed.py --random      # 4-layer 128-wide random GPT-2 (no trained model)
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
-import time
+import pstats
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trace_common import load, median, timed, toy_model  # noqa: E402
+
+PROFILE = {  # category -> (module file, function); times are cumulative, stage 2 excludes the prefix cache
+    "corrupted inputs (tokenize, gn noise)": ("api.py", "_corruption"),
+    "clean run recorded (1 row per fact)": ("record.py", "record_runs"),
+    "corrupted run recorded (from the first corrupted token)": ("record.py", "record_from"),
+    "stage 1: patched layer at the patched position": ("engine.py", "_stage1"),
+    "stage 2: later layers, later positions (blocks)": ("engine.py", "_stage2"),
+    "stage 2: cached keys/values of earlier positions": ("blocks.py", "update"),
+    "final norm + unembedding": ("engine.py", "_logits"),
+    "metrics (float64)": ("engine.py", "_metrics"),
+}
 
 
 def _random_setup():
@@ -33,73 +52,108 @@ def _random_setup():
     return model, tok, FactTable(facts, "facts", "random"), facts
 
 
+def _max_diff(xs, ys) -> float:
+    return float(max(np.nanmax(np.abs(a.patched[c][m] - b.patched[c][m]))
+                     for a, b in zip(xs, ys) for c in a.patched for m in a.patched[c]))
+
+
+def profile(model, tok, facts, table, cfg) -> dict:
+    from kdel.trace import trace_many
+
+    prof = cProfile.Profile()
+    _, wall, _ = timed(lambda: prof.runcall(trace_many, model, tok, facts, table, cfg))
+    stats = pstats.Stats(prof).stats
+    cum = {}
+    for (file, _line, fn), (_cc, _nc, _tt, ct, _callers) in stats.items():
+        for name, (f, func) in PROFILE.items():
+            if fn == func and file.endswith(f"kdel/trace/{f}"):
+                cum[name] = cum.get(name, 0.0) + ct
+    total = sum(ct for (file, _l, fn), (_a, _b, _c, ct, _d) in stats.items()
+                if fn == "trace_many" and file.endswith("kdel/trace/api.py"))
+    stage2 = "stage 2: later layers, later positions (blocks)"
+    cum[stage2] = cum.get(stage2, 0.0) - cum.get("stage 2: cached keys/values of earlier positions", 0.0)
+    cum["other (grouping, indexing, assembling traces)"] = total - sum(cum.values())
+    n = len(facts)
+    return {"total_ms_per_fact_under_profiler": 1000 * total / n, "wall_ms_per_fact": 1000 * wall / n,
+            "rows": {k: {"ms_per_fact": 1000 * v / n, "share": v / total} for k, v in cum.items()}}
+
+
+def peaks(model, tok, table, facts, corruption: str, window: int = 1) -> dict:
+    from kdel.trace import TraceConfig, trace_many
+
+    cfg = TraceConfig(corruption=corruption, components=("mlp", "resid"), metrics=("prob",), fallback_to_gn=True,
+                      window=window)
+    traces = trace_many(model, tok, facts, table, cfg)
+    out = {"n_facts": len(traces), "window": window, "mean_clean_prob": float(np.mean([t.clean["prob"] for t in traces])),
+           "mean_corrupted_prob": float(np.mean([t.corrupted["prob"] for t in traces]))}
+    for site in ("subject_last", "last"):
+        out[f"peak_layer_mlp@{site}"] = dict(sorted(Counter(t.peak_layer(site) for t in traces).items()))
+        for comp in ("mlp", "resid"):
+            out[f"mean_normalized_{comp}_prob@{site}"] = [
+                float(np.mean([t.normalized(comp, "prob")[layer, t.position(site)] for t in traces]))
+                for layer in range(traces[0].n_layers)]
+        out[f"peak_effect_median@{site}"] = float(np.median([t.peak(site).effect for t in traces]))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model")
     ap.add_argument("--kg")
     ap.add_argument("--random", action="store_true")
-    ap.add_argument("--facts-n", type=int, default=20, help="facts timed (loop and batched)")
-    ap.add_argument("--peaks-n", type=int, default=0, help="facts traced for the peak-layer table (0 = all known)")
+    ap.add_argument("--facts-n", type=int, default=30, help="facts timed (loop and exact)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--check-n", type=int, default=3, help="facts compared in float64")
+    ap.add_argument("--profile", action="store_true", help="where the exact tracer's time goes")
+    ap.add_argument("--peaks-n", type=int, default=0, help="facts traced for the peak-layer table (0 = none)")
+    ap.add_argument("--window", type=int, default=1, help="window of the peak-layer table")
     ap.add_argument("--corruption", default="gn")
     ap.add_argument("--out", help="write the numbers as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from kdel.trace import TraceConfig, known_mask, trace_fact
+    from kdel.trace import TraceConfig, trace_many
 
     if args.random:
         model, tok, table, facts = _random_setup()
-        peaks = False
     else:
-        from kdel.facts import load_fact_table
-        from kdel.models.loading import load_model
+        model, tok, table, facts = toy_model(args.model, args.kg)
+        print(f"model knows {len(facts)}/{len(table.facts)} facts", file=sys.stderr)
+    timed_facts = facts[: args.facts_n]
+    res = {"n_facts_timed": len(timed_facts), "model": args.model or "random gpt2 4x128", "threads": 1,
+           "corruption": args.corruption, "map": "resid+mlp+attn, 4 metrics, window 1", "load_start": load()}
+    loop_cfg = TraceConfig(corruption=args.corruption, batched=False, fallback_to_gn=True)
+    fast_cfg = TraceConfig(corruption=args.corruption, fallback_to_gn=True)
+    if args.runs:
+        trace_many(model, tok, timed_facts[:2], table, loop_cfg)  # warm-up
+        trace_many(model, tok, timed_facts[:2], table, fast_cfg)
+    runs = []
+    for _ in range(args.runs):
+        slow, lw, lc = timed(lambda: trace_many(model, tok, timed_facts, table, loop_cfg))
+        fast, fw, fc = timed(lambda: trace_many(model, tok, timed_facts, table, fast_cfg))
+        n = len(timed_facts)
+        runs.append({"loop_ms": 1000 * lw / n, "exact_ms": 1000 * fw / n, "loop_cpu_ms": 1000 * lc / n,
+                     "exact_cpu_ms": 1000 * fc / n, "speedup": lw / fw, "speedup_cpu": lc / fc, "load": load()})
+        res["max_abs_diff_float32"] = _max_diff(slow, fast)
+    res["runs"] = runs
+    if runs:
+        res["median"] = {k: median([r[k] for r in runs]) for k in runs[0] if k != "load"}
+    if args.check_n:
+        m64 = model.double()
+        check = timed_facts[: args.check_n]
+        res["max_abs_diff_float64"] = _max_diff(trace_many(m64, tok, check, table, loop_cfg),
+                                                trace_many(m64, tok, check, table, fast_cfg))
+        model.float()
+    from kdel.trace.engine import _MIN_TOKENS
 
-        table = load_fact_table(kg=args.kg)
-        model, tok = load_model(args.model, "cpu", kg_hash=table.source_hash)
-        known = known_mask(model, tok, table.facts)
-        facts = [f for f, k in zip(table.facts, known) if k]
-        peaks = True
-        print(f"model knows {len(facts)}/{len(table.facts)} facts")
-    timed = facts[: args.facts_n]
-    res = {"n_facts_timed": len(timed), "model": args.model or "random gpt2 4x128", "corruption": args.corruption}
-    for batched in (False, True):
-        cfg = TraceConfig(corruption=args.corruption, batched=batched, fallback_to_gn=True)
-        trace_fact(model, tok, timed[0], table, cfg)  # warm-up
-        t0 = time.perf_counter()
-        out = [trace_fact(model, tok, f, table, cfg) for f in timed]
-        ms = (time.perf_counter() - t0) * 1000 / len(timed)
-        res["batched_ms" if batched else "loop_ms"] = ms
-        res["traces_batched" if batched else "traces_loop"] = out
-    err = max(np.abs(a.patched[c][m] - b.patched[c][m]).max() for a, b in zip(res.pop("traces_loop"),
-              res.pop("traces_batched")) for c in a.patched for m in a.patched[c])
-    res["max_abs_diff_float32"] = float(err)
-    res["speedup"] = res["loop_ms"] / res["batched_ms"]
+    res["batch_min_tokens_measured"] = list(_MIN_TOKENS.values())
+    if args.profile:
+        res["profile"] = profile(model, tok, timed_facts, table, fast_cfg)
+    if args.peaks_n:
+        res["peaks"] = peaks(model, tok, table, facts[: args.peaks_n], args.corruption, args.window)
+    res["load_end"] = load()
     print(json.dumps(res, indent=2))
-    if peaks:
-        todo = facts if args.peaks_n == 0 else facts[: args.peaks_n]
-        bins = dict(zip([f.id for f in table.facts], table.subject_bins(5)))
-        cfg = TraceConfig(corruption=args.corruption, components=("mlp", "resid"), metrics=("prob",), fallback_to_gn=True)
-        traces = [trace_fact(model, tok, f, table, cfg) for f in todo]
-        table_rows = {}
-        for site in ("subject_last", "last"):
-            c = Counter(t.peak_layer(site, "mlp", "prob") for t in traces)
-            by_bin = {b: Counter(t.peak_layer(site, "mlp", "prob") for t in traces if bins[t.fact_id] == b)
-                      for b in sorted(set(bins.values()))}
-            table_rows[site] = {"all": dict(sorted(c.items())),
-                                "by_bin": {b: dict(sorted(v.items())) for b, v in by_bin.items()}}
-        mean_ie = {site: [float(np.mean([t.normalized("mlp", "prob")[layer, t.position(site)] for t in traces]))
-                          for layer in range(traces[0].n_layers)] for site in ("subject_last", "last")}
-        mean_ie_resid = {site: [float(np.mean([t.normalized("resid", "prob")[layer, t.position(site)]
-                                               for t in traces])) for layer in range(traces[0].n_layers)]
-                         for site in ("subject_last", "last")}
-        res["peaks"] = {"n_facts": len(traces), "peak_layer_mlp": table_rows,
-                        "mean_normalized_mlp_prob": mean_ie, "mean_normalized_resid_prob": mean_ie_resid,
-                        "mean_clean_prob": float(np.mean([t.clean["prob"] for t in traces])),
-                        "mean_corrupted_prob": float(np.mean([t.corrupted["prob"] for t in traces]))}
-        print(json.dumps(res["peaks"], indent=2))
     if args.out:
-        from kdel.io import atomic_write_json
-
-        atomic_write_json(args.out, res)
+        Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
 
 
 if __name__ == "__main__":

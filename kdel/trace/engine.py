@@ -1,0 +1,355 @@
+"""The exact batched tracer: the per-site loop's numbers, for many facts at once, with far less work.
+
+For a site whose first patched layer is l0 and whose positions are P (pmin = min P), exactly:
+- *stage 1*: at layer l0 only the positions in P change (the block's input is the base run's, so its keys
+  and values are too). Block l0 runs on the positions P alone, attending to the base run's cached keys and
+  values of layer l0, with the patch applied; a resid site needs no compute at all (its block output at P
+  is the source's).
+  An MLP site in an additive block (output = input + attn + mlp, checked on the recording) needs none either:
+  the block's output changes by exactly the MLP output's change.
+- *stage 2*: layers l0+1 .. L-1 run on positions pmin .. T-1 only (a patch cannot reach earlier positions),
+  attending to the base run's cached keys/values of positions < pmin; the input of layer l0+1 is the base
+  run's, with stage 1's outputs at P. Windowed sites patch their later layers here.
+- *last layer*: only the last position's output matters, so its MLP runs on the last position alone (the
+  block adds it to the residual stream by broadcasting); only the last position is normed and unembedded.
+- *skip*: sites that provably cannot change the last position's logits get the base run's value.
+- *batch*: sites of every fact with the same l0 and number of positions |P| share batches; a batch computes
+  the same number n of positions for every row (rows needing fewer recompute some base positions unchanged),
+  and is filled up to a measured minimum size (a block call has a fixed cost: `calibrate_min_tokens`) and at
+  most a memory budget. Facts' prompts may differ in length: each row gets its own position ids, rotary
+  embeddings, cached prefix (left-padded) and attention mask. Every cached tensor comes from the shared
+  recordings of `build_setups`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from kdel.models.adapter import first_tensor, with_first_tensor
+from kdel.trace.blocks import (
+    FixedKV,
+    PrefixKV,
+    additive_mask,
+    cache_name,
+    call_kwargs,
+    causal_mask,
+    kv_rows,
+    padded_prefix,
+)
+from kdel.trace.patch import Site, TraceSetup, is_noop
+
+SLICE_LAST_MLP = True  # the last layer's MLP on the last position only (exact; off only to measure it)
+
+
+@dataclass
+class _Item:
+    job: int
+    k: int  # site index within its job
+    site: Site
+    l0: int
+    pmin: int
+    length: int  # the fact's prompt length T
+    start: int = 0  # stage 2 computes positions start .. T-1 (start <= pmin: a batch shares one length T - start)
+
+
+def _patch_hook(rows: torch.Tensor, pos: torch.Tensor, values: torch.Tensor):
+    def hook(_m, _inp, out):
+        h = first_tensor(out).clone()
+        h[rows, pos] = values.to(h.dtype)
+        return with_first_tensor(out, h)
+
+    return hook
+
+
+class _Group:
+    """The rows of one batch (items with the same l0, number of positions and stage-2 length n): per row, its
+    base row, its source row, its item and its stage-2 start."""
+
+    def __init__(self, setups: list[TraceSetup], items: list[_Item], prefix_cache: dict, n: int):
+        self.setups, self.items, self.prefix_cache = setups, items, prefix_cache
+        self.adapter = setups[0].adapter
+        dev = self.adapter.device
+        base, src, item_of, starts = [], [], [], [0]
+        for i, it in enumerate(items):
+            s = setups[it.job]
+            base += s.base_rows()
+            src += s.source_rows()
+            item_of += [i] * s.n_rows
+            starts.append(len(base))
+        self.base = torch.tensor(base, device=dev)
+        self.src = torch.tensor(src, device=dev)
+        self.item_of = item_of
+        self.starts = starts
+        self.run = setups[0].base_run
+        self.source_run = setups[0].source_run
+        self.ps = self.per_row([list(it.site.positions) for it in items])  # (rows, npos)
+        self.n = n
+        self.starts_at = self.per_row([it.start for it in items])  # (rows,)
+        self.same_start = len({it.start for it in items}) == 1
+
+    def per_row(self, values: list) -> torch.Tensor:
+        return torch.tensor([values[i] for i in self.item_of], device=self.adapter.device)
+
+    def prefix(self, layer: int, kidx: torch.Tensor | None):
+        """The base run's keys/values of each row's positions before its start at `layer` (left-padded)."""
+        if kidx is None:  # one start for every row: cut once per (layer, start), shared by the batches
+            key = (layer, self.items[0].start)
+            if key not in self.prefix_cache:
+                self.prefix_cache[key] = tuple(x[:, :, : key[1]].contiguous() for x in self.run.kv[layer])
+            return kv_rows(self.prefix_cache[key], self.base)
+        return tuple(x[self.base[:, None], :, kidx].permute(0, 2, 1, 3) for x in self.run.kv[layer])
+
+
+def _stage1(g: _Group, l0: int, npos: int) -> torch.Tensor:
+    """Outputs of block l0 at each row's patched positions, (rows, npos, d)."""
+    adapter = g.adapter
+    ps = g.ps
+    comps = [it.site.component for it in g.items]
+    out = g.source_run.acts[("resid", l0)][g.src[:, None], ps] if "resid" in comps else None  # a copy
+    if "mlp" in comps and g.run.additive and l0 < adapter.n_layers - 1:
+        # block output = input + attn + mlp: an MLP patch changes the block's output by the MLP's change
+        rows = torch.tensor([r for r, i in enumerate(g.item_of) if comps[i] == "mlp"], device=adapter.device)
+        br, sr, pr = g.base[rows][:, None], g.src[rows][:, None], ps[rows]
+        delta = g.source_run.acts[("mlp", l0)][sr, pr] - g.run.acts[("mlp", l0)][br, pr]
+        h = g.run.block_inputs[l0 + 1][br, pr] + delta
+        if out is None:
+            out = torch.empty((len(g.base), npos, h.shape[-1]), dtype=h.dtype, device=h.device)
+        out[rows] = h
+        comps = [c if c != "mlp" else "resid" for c in comps]  # done
+    need = [r for r, i in enumerate(g.item_of) if comps[i] != "resid"]
+    if not need:
+        return out
+    rows = torch.tensor(need, device=adapter.device)
+    br, pr = g.base[rows], ps[rows]
+    hidden = g.run.block_inputs[l0][br[:, None], pr]
+    k, v = kv_rows(g.run.kv[l0], br, int(pr.max()) + 1)
+    allowed = torch.arange(k.shape[2], device=adapter.device)[None, None, :] <= pr[:, :, None]
+    call = call_kwargs(g.run.block_call, pr, additive_mask(allowed, hidden.dtype))
+    block = adapter.layer(l0)
+    call[cache_name(block)] = FixedKV(k, v)
+    handles = []
+    try:
+        for comp in ("mlp", "attn"):
+            sub = [j for j, r in enumerate(need) if comps[g.item_of[r]] == comp]
+            if sub:
+                sub_t = torch.tensor(sub, device=adapter.device)
+                vals = g.source_run.acts[(comp, l0)][g.src[rows[sub_t]][:, None], pr[sub_t]]
+                hook = _patch_hook(sub_t[:, None], torch.arange(npos, device=adapter.device)[None, :], vals)
+                handles.append(adapter.component(comp, l0).register_forward_hook(hook))
+        h1 = first_tensor(block(hidden, **call))
+    finally:
+        for h in handles:
+            h.remove()
+    if out is None:
+        return h1
+    out[rows] = h1
+    return out
+
+
+def _stage2_patches(g: _Group, l0: int):
+    """Forward hooks for the windowed layers after l0: {(component, layer): (rows, rel pos, values)}."""
+    L = g.adapter.n_layers
+    index: dict[tuple[str, int], list[list[int]]] = defaultdict(lambda: [[], [], [], []])
+    for i, it in enumerate(g.items):
+        for layer in it.site.layers:
+            if layer <= l0:
+                continue
+            for p in it.site.positions:
+                if layer == L - 1 and p != it.length - 1:
+                    continue
+                rel = 0 if (layer == L - 1 and it.site.component == "mlp" and SLICE_LAST_MLP) else p - it.start
+                lists = index[(it.site.component, layer)]
+                for r in range(g.starts[i], g.starts[i + 1]):
+                    lists[0].append(r)
+                    lists[1].append(rel)
+                    lists[2].append(p)
+                    lists[3].append(int(g.src[r]))
+    dev = g.adapter.device
+    out = {}
+    for (comp, layer), (rows, rel, pos, srow) in index.items():
+        t = lambda v: torch.tensor(v, device=dev)  # noqa: E731
+        out[(comp, layer)] = (t(rows), t(rel), g.source_run.acts[(comp, layer)][t(srow), t(pos)])
+    return out
+
+
+def _stage2(g: _Group, l0: int, h1: torch.Tensor) -> torch.Tensor:
+    """The last position's hidden state after the last block, (rows, d)."""
+    adapter = g.adapter
+    dev = adapter.device
+    L = adapter.n_layers
+    n = g.n
+    rows = torch.arange(len(g.base), device=dev)
+    if g.same_start:
+        start = g.items[0].start
+        pos = torch.arange(start, start + n, device=dev)[None]
+        hidden = g.run.block_inputs[l0 + 1].index_select(0, g.base)[:, start : start + n]
+        kidx, mask = None, causal_mask(start, n, h1.dtype, dev)
+    else:
+        pos = g.starts_at[:, None] + torch.arange(n, device=dev)[None]
+        hidden = g.run.block_inputs[l0 + 1][g.base[:, None], pos]
+        kidx, mask = padded_prefix(g.starts_at, n, h1.dtype)
+    hidden[rows[:, None], g.ps - g.starts_at[:, None]] = h1
+    call = call_kwargs(g.run.block_call, pos, mask)
+    call[cache_name(adapter.layer(0))] = PrefixKV(lambda layer: g.prefix(layer, kidx))
+    handles = []
+    try:
+        for (comp, layer), (rws, rel, vals) in _stage2_patches(g, l0).items():
+            handles.append(adapter.component(comp, layer).register_forward_hook(_patch_hook(rws, rel, vals)))
+        if SLICE_LAST_MLP and n > 1:
+            handles.append(adapter.mlp(L - 1).register_forward_pre_hook(
+                lambda _m, args: (args[0][:, -1:],) + tuple(args[1:])))
+        for layer in range(l0 + 1, L):
+            hidden = first_tensor(adapter.layer(layer)(hidden, **call))
+    finally:
+        for h in handles:
+            h.remove()
+    return hidden[:, -1]
+
+
+def _logits(g: _Group, last_hidden: torch.Tensor) -> torch.Tensor:
+    x = g.adapter.final_norm(last_hidden[:, None])
+    return g.adapter.unembed(x)[:, -1]
+
+
+def _run_group(g: _Group, l0: int, npos: int) -> torch.Tensor:
+    h1 = _stage1(g, l0, npos)
+    if l0 == g.adapter.n_layers - 1:  # the last position must be among the patched ones (else a no-op)
+        idx = g.per_row([list(it.site.positions).index(it.length - 1) for it in g.items])
+        return _logits(g, h1[torch.arange(len(idx), device=idx.device), idx])
+    return _logits(g, _stage2(g, l0, h1))
+
+
+def _metrics(g: _Group, logits: torch.Tensor) -> list[dict[str, float]]:
+    """Per item: the mean over its rows of each metric (o, o' and the clean distribution are per fact)."""
+    tgt = g.per_row([g.setups[it.job].target_id for it in g.items])
+    alt = g.per_row([g.setups[it.job].alt_id for it in g.items])
+    z = logits.double()
+    lp = torch.log_softmax(z, -1)
+    rows = torch.arange(len(tgt), device=z.device)
+    cross = torch.empty(len(tgt), dtype=z.dtype, device=z.device)  # sum_v p_clean(v) log p_row(v)
+    neg_entropy = torch.empty_like(cross)  # sum_v p_clean(v) log p_clean(v)
+    i = 0
+    while i < len(g.items):  # items of one fact are adjacent: their rows are contiguous
+        j = i
+        while j < len(g.items) and g.items[j].job == g.items[i].job:
+            j += 1
+        clp = g.setups[g.items[i].job].clean_logprobs.to(z.device)
+        a, b = g.starts[i], g.starts[j]
+        cross[a:b] = lp[a:b] @ clp.exp()
+        neg_entropy[a:b] = (clp.exp() * clp).sum()
+        i = j
+    vals = {
+        "prob": lp[rows, tgt].exp(),
+        "logprob": lp[rows, tgt],
+        "logit_diff": z[rows, tgt] - z[rows, alt],
+        "kl": neg_entropy - cross,
+    }
+    starts = np.array(g.starts[:-1])
+    sizes = np.diff(g.starts)
+    means = {m: np.add.reduceat(v.cpu().numpy(), starts) / sizes for m, v in vals.items()}
+    return [{m: float(means[m][i]) for m in vals} for i in range(len(g.items))]
+
+
+def _token_budget(setup: TraceSetup, budget_bytes: float) -> int:
+    cfg = setup.adapter.model.config
+    d = setup.adapter.d_model
+    d_ff = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * d
+    el = setup.base_run.block_inputs[0].element_size()
+    return max(1, int(budget_bytes // (el * (10 * d + 3 * d_ff))))
+
+
+def _batches(items: list[_Item], rows_of, min_tokens: int, max_tokens: int) -> list[tuple[int, list[_Item]]]:
+    """Split one (l0, npos) group into batches (n, items). Items needing the longest stage 2 come first; a batch
+    computes n = its first item's T - pmin positions for every row (from T - n: earlier positions of a shorter
+    site are recomputed unchanged), and takes items until it holds `min_tokens` row-positions (fewer, larger
+    calls: a block call has a fixed cost) or `max_tokens` (memory). Items with equal (pmin, T) stay together."""
+    items = sorted(items, key=lambda it: (-(it.length - it.pmin), it.length, it.pmin, it.job))
+    out: list[tuple[int, list[_Item]]] = []
+    rest = items
+    while rest:
+        n = rest[0].length - rest[0].pmin
+        batch, left, tokens = [], [], 0
+        for it in rest:
+            m = it.length - it.pmin
+            fits = it.length >= n and tokens + n * rows_of(it) <= max_tokens
+            full = tokens >= min_tokens and m < n
+            if fits and not full or not batch:
+                it.start = it.length - n
+                batch.append(it)
+                tokens += n * rows_of(it)
+            else:
+                left.append(it)
+        out.append((n, batch))
+        rest = left
+    return out
+
+
+_MIN_TOKENS: dict = {}
+
+
+def calibrate_min_tokens(setup: TraceSetup) -> int:
+    """Row-positions per block call at which the call's fixed cost (reading the weights, Python) is at most
+    ~1/8 of it: 8 c0 / c1, measured on block 0 (c0 + c1 * m seconds for m one-position rows). Cached per model."""
+    import time
+
+    adapter = setup.adapter
+    key = (id(adapter.model), str(adapter.device), setup.base_run.block_inputs[0].dtype)
+    if key in _MIN_TOKENS:
+        return _MIN_TOKENS[key]
+    block = adapter.layer(0)
+    times = {}
+    for m in (8, 128):
+        h = setup.base_run.block_inputs[0][:1, :1].expand(m, 1, -1).contiguous()
+        kv = tuple(x[:1, :, :1].expand(m, -1, -1, -1).contiguous() for x in setup.base_run.kv[0])
+        call = call_kwargs(setup.base_run.block_call, torch.zeros((m, 1), dtype=torch.long, device=h.device),
+                           causal_mask(0, 1, h.dtype, h.device))
+        call[cache_name(block)] = FixedKV(*kv)
+        best = float("inf")
+        sync = torch.cuda.synchronize if h.device.type == "cuda" else (lambda: None)
+        with torch.no_grad():
+            for _ in range(3):
+                sync()
+                t = time.perf_counter()
+                block(h, **call)
+                sync()
+                best = min(best, time.perf_counter() - t)
+        times[m] = best
+    c1 = max((times[128] - times[8]) / 120, 1e-9)
+    c0 = max(times[8] - 8 * c1, 0.0)
+    _MIN_TOKENS[key] = int(min(2048, max(16, 8 * c0 / c1)))
+    return _MIN_TOKENS[key]
+
+
+def run_sites(setups: list[TraceSetup], sites: list[list[Site]], budget_bytes: float = 1.5e8,
+              max_tokens: int | None = None, min_tokens: int | None = None) -> list[list[dict[str, float]]]:
+    """Metric values of `sites[j]` for fact `setups[j]` (all setups from one `build_setups` call), equal to the
+    per-site loop's. Batches hold at most `max_tokens` row-positions (default: from a memory budget) and are
+    merged up to `min_tokens` (default: measured, `calibrate_min_tokens`)."""
+    results: list[list[dict | None]] = [[None] * len(s) for s in sites]
+    groups: dict[tuple[int, int], list[_Item]] = defaultdict(list)
+    for j, (setup, ss) in enumerate(zip(setups, sites)):
+        for k, site in enumerate(ss):
+            if is_noop(setup, site):
+                results[j][k] = dict(setup.base_metrics)
+                continue
+            site = Site(site.component, tuple(sorted(site.layers)), tuple(sorted(site.positions)))
+            it = _Item(j, k, site, site.layers[0], site.positions[0], setup.length)
+            groups[(it.l0, len(site.positions))].append(it)
+    if not groups:
+        return results  # type: ignore[return-value]
+    max_tokens = max_tokens or _token_budget(setups[0], budget_bytes)
+    min_tokens = min(max_tokens, min_tokens or calibrate_min_tokens(setups[0]))
+    prefix_cache: dict = {}
+    for (l0, npos), items in sorted(groups.items()):
+        for n, part in _batches(items, lambda it: setups[it.job].n_rows, min_tokens, max_tokens):
+            part.sort(key=lambda it: it.job)  # a fact's rows contiguous (for the metrics)
+            g = _Group(setups, part, prefix_cache, n)
+            with torch.no_grad():
+                values = _metrics(g, _run_group(g, l0, npos))
+            for it, v in zip(part, values):
+                results[it.job][it.k] = v
+    return results  # type: ignore[return-value]
