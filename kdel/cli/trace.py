@@ -29,6 +29,10 @@ def trace(
     fallback_gn: bool = typer.Option(False, "--fallback-gn", help="STR without a partner: use gn instead of failing"),
     strict: bool = typer.Option(False, "--strict", help="fail on a fact the model does not recall (default: skip)"),
     loop: bool = typer.Option(False, "--loop", help="use ROME's per-site reference loop (slow; same numbers)"),
+    method: str = typer.Option("exact", "--method", help="exact (activation patching) or attribution (gradient "
+                               "estimate, approximate: one forward pair and one backward)"),
+    positions: Optional[list[str]] = typer.Option(None, "--position", help="trace only these positions: subject, "
+                                                  "subject_last, last (repeatable; default all)"),
     plots: bool = typer.Option(False, "--plots", help="write heatmaps/*.png"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
@@ -46,8 +50,10 @@ def trace(
     config = TraceConfig(
         corruption=corruption, direction=direction, components=comps,
         metrics=tuple(dict.fromkeys(metric)) if metric else METRICS, window=window, noise_samples=noise_samples,
-        noise_scale=noise_scale, seed=seed, batched=not loop, fallback_to_gn=fallback_gn,
+        noise_scale=noise_scale, seed=seed, batched=not loop, fallback_to_gn=fallback_gn, method=method,
+        positions=tuple(dict.fromkeys(positions or ())),
     )
     res = run_trace(model, out, kg=kg, facts=facts, config=config, fact_ids=fact, limit=limit, strict=strict,
                     plots=plots, device=device, progress=True)
-    typer.echo(f"traced {len(res.traces)} facts -> {out}")
+    typer.echo(f"traced {len(res.traces)} facts -> {out}"
+               + (" (attribution patching: approximate)" if config.approximate else ""))

@@ -3,17 +3,20 @@
 from kdel.trace.api import (
     SITES,
     FactTrace,
+    Peak,
     TraceConfig,
     hase_tracing_effect,
     known_mask,
     trace_fact,
     trace_facts,
+    trace_many,
 )
 from kdel.trace.store import load_traces, save_traces
 
 __all__ = [
     "SITES",
     "FactTrace",
+    "Peak",
     "TraceConfig",
     "hase_tracing_effect",
     "known_mask",
@@ -21,4 +24,5 @@ __all__ = [
     "save_traces",
     "trace_fact",
     "trace_facts",
+    "trace_many",
 ]

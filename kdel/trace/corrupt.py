@@ -90,11 +90,13 @@ def gaussian_noise(n_samples: int, n_tokens: int, d_model: int, std: float, seed
 
 
 def gn_corruption(
-    tokenizer, fact: Fact, embedding_matrix: torch.Tensor, n_samples: int, scale: float, seed: int
+    tokenizer, fact: Fact, embedding_matrix: torch.Tensor, n_samples: int, scale: float, seed: int,
+    sigma: float | None = None,
 ) -> Corruption:
+    """`sigma`: the embedding matrix's std when already computed (it is the same for every fact)."""
     ids, target_ids = encode_prompt_target(tokenizer, fact.prompt, fact.target)
     pos = subject_token_positions(tokenizer, fact.prompt, fact.subject, ids)
-    std = scale * embedding_std(embedding_matrix)
+    std = scale * (embedding_std(embedding_matrix) if sigma is None else sigma)
     noise = gaussian_noise(n_samples, len(pos), int(embedding_matrix.shape[1]), std, seed, fact.id)
     clean = RunInput(ids, pos)
     return Corruption("gn", clean, RunInput(ids, pos, noise), target_ids[0], None, fact.prompt)

@@ -86,6 +86,8 @@ def run_trace(model, out, *, kg=None, facts=None, config=None, fact_ids=None, li
         "fact_ids": [t.fact_id for t in traces],
         "skipped_unknown": skipped,
         "fallbacks_to_gn": [t.fact_id for t in traces if t.notes],
+        "method": config.method,
+        "approximate": config.approximate,
     }
     with staged_dir(out) as staging:
         save_traces(traces, staging, plots=plots)

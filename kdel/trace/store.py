@@ -1,6 +1,10 @@
 """Trace files: `traces.jsonl` (one fact per line) + `traces.npz` (the maps) + optional heatmaps (DESIGN §5).
 
-npz keys are `<line index>/<component>/<metric>`; each array is [n_layers x n_positions] of raw metric values.
+npz keys are `<line index>/<component>/<metric>`; each array is [n_layers x n_positions] of raw metric values
+(nan at positions the config did not trace). Format `kdel-trace/1`; fields added since its first version (all
+optional when reading): `method` and `approximate` (attribution patching is approximate), `peak` (per site: the
+peak MLP layer of the normalised `prob` effect with its effect size and the runner-up's), config `method` and
+`positions`.
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ _SCALARS = ("fact_id", "tokens", "subject_positions", "last_subject", "last", "c
 
 
 def _line(t: FactTrace) -> dict:
-    row = {"format": FORMAT, **{k: getattr(t, k) for k in _SCALARS}, "config": t.config.to_json()}
+    row = {"format": FORMAT, **{k: getattr(t, k) for k in _SCALARS}, "config": t.config.to_json(),
+           "method": t.config.method, "approximate": t.approximate}
     if "mlp" in t.patched and "prob" in t.patched["mlp"]:
-        row["peak_layer"] = {s: t.peak_layer(s, "mlp", "prob") for s in SITES}
+        traced = [s for s in SITES if not np.isnan(t.raw("mlp", "prob")[:, t.position(s)]).any()]
+        row["peak_layer"] = {s: t.peak_layer(s, "mlp", "prob") for s in traced}
+        row["peak"] = {s: {**t.peak(s, "mlp", "prob").to_json(), "component": "mlp", "metric": "prob",
+                           "window": t.config.window} for s in traced}
     return row
 
 

@@ -1,0 +1,99 @@
+"""Benchmark: CPU seconds per fact of exact gn tracing on a real-shape model, old code vs this code.
+
+Not a test. One thread. The model is a randomly initialised Llama with 24 layers, d = 768 (~219M parameters,
+trace_common.REAL_SHAPE); prompts are short real-style facts (7-9 tokens). Two maps:
+- full: resid + mlp + attn, 4 metrics, window 1, every (layer, position);
+- mlp@subject_last: the MLP map at the last subject token only (what layer choice needs). The old code cannot
+  restrict positions in `trace_fact`; it is timed both ways: its whole MLP map (what the audit computed), and
+  `patched_metrics` on exactly those L sites (the least its API allows).
+"Before" runs the packages of git ref `--before` (default: the branch point from main) in a subprocess.
+
+    python experiments/bench/trace_real.py [--facts 3] [--before REF] [--out real.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trace_common import ROOT, checkout, load, real_facts, real_shape_model, run_with, timed  # noqa: E402
+
+
+def worker(n_facts: int, full: bool) -> dict:
+    torch.set_num_threads(1)
+    import kdel.trace as kt
+    from kdel.trace import TraceConfig
+
+    model, tok, n_params = real_shape_model()
+    table, facts = real_facts()
+    facts = facts[:n_facts]
+    new = hasattr(kt, "trace_many")
+    res = {"code": "new" if new else "old", "n_params": n_params, "n_facts": len(facts), "threads": 1}
+    mlp = dict(components=("mlp",), metrics=("prob",))
+    if new:
+        from kdel.trace import trace_many
+
+        kt.trace_many(model, tok, facts[:1], table, TraceConfig(positions=("last",), **mlp))  # warm-up
+        runs = {"mlp@subject_last": lambda: trace_many(model, tok, facts, table,
+                                                       TraceConfig(positions=("subject_last",), **mlp)),
+                "mlp map (all positions)": lambda: trace_many(model, tok, facts, table, TraceConfig(**mlp))}
+        if full:
+            runs["full"] = lambda: trace_many(model, tok, facts, table, TraceConfig())
+    else:
+        from kdel.models.adapter import ModelAdapter
+        from kdel.trace.corrupt import gn_corruption
+        from kdel.trace.patch import Site, build_setup, patched_metrics
+
+        def subject_last_sites():
+            adapter = ModelAdapter(model, tok)
+            for f in facts:
+                c = gn_corruption(tok, f, adapter.embedding_matrix(), 10, 3.0, 0)
+                setup = build_setup(adapter, c, "denoise")
+                p = max(c.clean.subject_positions)
+                patched_metrics(setup, [Site("mlp", (layer,), (p,)) for layer in range(adapter.n_layers)])
+
+        kt.trace_fact(model, tok, facts[0], table, TraceConfig(components=("resid",), metrics=("prob",)))
+        runs = {"mlp@subject_last": subject_last_sites,
+                "mlp map (all positions)": lambda: [kt.trace_fact(model, tok, f, table, TraceConfig(**mlp))
+                                                    for f in facts]}
+        if full:
+            runs["full"] = lambda: [kt.trace_fact(model, tok, f, table, TraceConfig()) for f in facts]
+    for name, fn in runs.items():
+        _, wall, cpu = timed(fn)
+        res[name] = {"cpu_s_per_fact": cpu / len(facts), "wall_s_per_fact": wall / len(facts)}
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--facts", type=int, default=3)
+    ap.add_argument("--before", default=None, help="git ref of the old code (default: merge-base with main)")
+    ap.add_argument("--no-full", action="store_true", help="skip the full map (the slowest part)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.facts, not args.no_full)))
+        return
+    ref = args.before or subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], check=True,
+                                        capture_output=True, text=True).stdout.strip()
+    cmd = [str(Path(__file__).resolve()), "--worker", "--facts", str(args.facts)] + (["--no-full"] if args.no_full else [])
+    res = {"load_before": load(), "before_ref": ref}
+    res["after"] = json.loads(run_with(ROOT, cmd).strip().splitlines()[-1])
+    res["before"] = json.loads(run_with(checkout(ref), cmd).strip().splitlines()[-1])
+    res["load_after"] = load()
+    res["speedup_cpu"] = {k: res["before"][k]["cpu_s_per_fact"] / res["after"][k]["cpu_s_per_fact"]
+                          for k in res["after"] if isinstance(res["after"][k], dict)}
+    print(json.dumps(res, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

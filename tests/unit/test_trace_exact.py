@@ -1,0 +1,141 @@
+"""The fast exact tracer equals ROME's per-site loop (float64, 1e-5) on GPT-2, Llama and NeoX, for many facts
+of different lengths at once, both directions, both corruptions, windows, arbitrary sites and positions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kdel.errors import UserError
+from kdel.facts import Fact, FactTable
+from kdel.models.adapter import ModelAdapter
+from kdel.trace import TraceConfig, trace_many
+from kdel.trace.api import _corruption
+from kdel.trace.engine import run_sites
+from kdel.trace.patch import Site, build_setups, trace_loop
+
+# prompts of lengths 5..8 with the subject at the start, in the middle and near the end (vocabulary of conftest)
+FACTS = [
+    Fact(0, "Maria Lopez", "John Smith", None, ("Maria Lopez works with",)),
+    Fact(1, "John Smith", "Ann Lee", None, ("John Smith is a colleague of",)),
+    Fact(2, "Peter Pan", "London", None, ("the capital city of Peter Pan is",)),
+    Fact(3, "Ann Lee", "Rome", None, ("Ann Lee was born in",)),
+]
+TABLE = FactTable(FACTS, "facts", "test")
+
+
+def _max_diff(a, b) -> float:
+    return max(float(np.nanmax(np.abs(a.patched[c][m] - b.patched[c][m]))) for c in a.patched for m in a.patched[c])
+
+
+def _both(model, tok, **kw):
+    fast = trace_many(model, tok, FACTS, TABLE, TraceConfig(batched=True, **kw))
+    slow = trace_many(model, tok, FACTS, TABLE, TraceConfig(batched=False, **kw))
+    return fast, slow
+
+
+FAST = {("gpt2", "denoise", "gn"), ("llama", "noise", "str"), ("gpt_neox", "noise", "gn")}
+MATRIX = [pytest.param(f, d, c, marks=() if (f, d, c) in FAST else pytest.mark.slow)
+          for f in ("gpt2", "llama", "gpt_neox") for d in ("denoise", "noise") for c in ("gn", "str")]
+
+
+@pytest.mark.parametrize("family,direction,corruption", MATRIX)
+def test_many_facts_equal_loop(random_model, family, direction, corruption):
+    model, tok = random_model(family)
+    model.double()
+    fast, slow = _both(model, tok, corruption=corruption, direction=direction, noise_samples=3, window=2)
+    assert [t.fact_id for t in fast] == [0, 1, 2, 3]
+    assert len({len(t.tokens) for t in fast}) == 4  # four prompt lengths in one batch
+    for a, b in zip(fast, slow):
+        assert a.clean == pytest.approx(b.clean, abs=1e-12) and a.corrupted == pytest.approx(b.corrupted, abs=1e-12)
+        assert _max_diff(a, b) < 1e-5
+        assert np.ptp(a.patched["resid"]["logprob"]) > 1e-6  # some site moves the metric
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", ["gqa", "neox_sequential", "window3"])
+def test_other_shapes_equal_loop(setting):
+    from tests.conftest import _word_tokenizer
+    from tests.fixtures_real import build_model
+
+    tok = _word_tokenizer()
+    family = {"gqa": "llama", "neox_sequential": "gpt_neox", "window3": "gpt2"}[setting]
+    model = build_model(family, len(tok), tok, n_layers=4, d_model=32, kv_heads=2).eval().double()
+    if setting == "neox_sequential":
+        model.config.use_parallel_residual = False
+        for layer in model.gpt_neox.layers:
+            layer.use_parallel_residual = False
+    fast, slow = _both(model, tok, noise_samples=2, window=3 if setting == "window3" else 1)
+    assert max(_max_diff(a, b) for a, b in zip(fast, slow)) < 1e-5
+
+
+def test_arbitrary_sites_across_facts_equal_loop(random_model):
+    """Multi-layer, multi-position (non-contiguous) sites, mixed in one call over facts of different lengths."""
+    model, tok = random_model("gpt2", n_layers=4)
+    model.double()
+    adapter = ModelAdapter(model, tok)
+    corr = [_corruption(tok, f, TABLE, adapter, TraceConfig(noise_samples=3), 1.0)[0] for f in FACTS]
+    setups = build_setups(adapter, corr, "denoise")
+    sites = []
+    for s in setups:
+        T = s.length
+        sites.append([Site("mlp", (0, 1), (T - 3, T - 1)), Site("attn", (2, 3), (T - 2,)),
+                      Site("resid", (1,), (T - 4, T - 2)), Site("mlp", (3,), (T - 1,)), Site("attn", (3,), (1,))])
+    fast = run_sites(setups, sites)
+    small = run_sites(setups, sites, max_tokens=7)  # many small batches give the same numbers
+    for s, ss, f, g in zip(setups, sites, fast, small):
+        for x, y, z in zip(f, trace_loop(s, ss), g):
+            assert all(abs(x[m] - y[m]) < 1e-5 and abs(x[m] - z[m]) < 1e-9 for m in x)
+
+
+def test_non_additive_block_still_equals_loop(random_model):
+    """A block whose output is not input + attn + mlp (here scaled by a hook) turns off the MLP shortcut."""
+    from kdel.trace.record import record_runs
+
+    model, tok = random_model("llama")
+    model.double()
+    adapter = ModelAdapter(model, tok)
+    corr = [_corruption(tok, f, TABLE, adapter, TraceConfig(noise_samples=2), 1.0)[0] for f in FACTS[:2]]
+    assert record_runs(adapter, [c.clean for c in corr]).additive
+    h = model.model.layers[1].register_forward_hook(lambda _m, _i, out: out * 1.5)
+    try:
+        assert not record_runs(adapter, [c.clean for c in corr]).additive
+        fast, slow = (trace_many(model, tok, FACTS[:2], TABLE, TraceConfig(batched=b, noise_samples=2,
+                                                                            components=("mlp",))) for b in (True, False))
+    finally:
+        h.remove()
+    assert max(_max_diff(a, b) for a, b in zip(fast, slow)) < 1e-5
+
+
+def test_positions_option(random_model):
+    model, tok = random_model("gpt2")
+    model.double()
+    full = trace_many(model, tok, FACTS, TABLE, TraceConfig(noise_samples=2, components=("mlp",)))
+    part = trace_many(model, tok, FACTS, TABLE, TraceConfig(noise_samples=2, components=("mlp",),
+                                                            positions=("subject_last", "last")))
+    for a, b in zip(full, part):
+        cols = sorted({b.last_subject, b.last})
+        assert np.allclose(a.patched["mlp"]["kl"][:, cols], b.patched["mlp"]["kl"][:, cols], atol=1e-12)
+        others = [p for p in range(len(b.tokens)) if p not in cols]
+        assert np.isnan(b.patched["mlp"]["kl"][:, others]).all()
+        assert b.peak("last") == a.peak("last")
+    only = trace_many(model, tok, FACTS[:1], TABLE, TraceConfig(noise_samples=2, positions=("last",)))[0]
+    with pytest.raises(UserError, match="did not trace"):
+        only.peak_layer("subject_last")
+    with pytest.raises(UserError, match="unknown position"):
+        TraceConfig(positions=("middle",)).validate()
+
+
+@pytest.mark.slow
+def test_float32_close_to_loop(trained_model_dir, tiny_kg_dir):
+    from kdel.facts import load_fact_table
+    from kdel.models.loading import load_model
+
+    table = load_fact_table(kg=tiny_kg_dir)
+    model, tok = load_model(trained_model_dir, "cpu", kg_hash=table.source_hash)
+    facts = table.facts[:3]
+    fast = trace_many(model, tok, facts, table, TraceConfig(noise_samples=4))
+    slow = trace_many(model, tok, facts, table, TraceConfig(noise_samples=4, batched=False))
+    assert max(_max_diff(a, b) for a, b in zip(fast, slow)) < 1e-4
+    assert torch.get_default_dtype() == torch.float32
