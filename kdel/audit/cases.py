@@ -52,12 +52,10 @@ class AuditConfig:
 
     def fluency_json(self) -> dict:
         """The fluency settings that decide a case's result (part of every case's fingerprint)."""
-        if not self.fluency:
-            return {"on": False}
         from kdel.models.fluency import FluencyConfig
 
         c = FluencyConfig()
-        return {"on": True, "max_ppl_ratio": c.max_ppl_ratio, "max_entropy_drop": c.max_entropy_drop,
+        return {"on": bool(self.fluency), "max_ppl_ratio": c.max_ppl_ratio, "max_entropy_drop": c.max_entropy_drop,
                 "max_new_tokens": c.max_new_tokens, "heldout_tokens": c.heldout_tokens}
 
     def validate(self) -> None:
