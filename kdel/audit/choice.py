@@ -9,7 +9,12 @@ prefers there (`site_pick`: effect, runner-up, fallback to the family default be
 
 from __future__ import annotations
 
-from kdel.audit.cases import SITES, AuditConfig
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kdel.audit.cases import AuditConfig
+
+SITES = ("subject_last", "last")
 
 
 def _reused(traces_dir, fact_ids, family: str, exclude) -> dict:

@@ -273,3 +273,28 @@ def test_real_traced_choice_end_to_end(llama, facts_file, tmp_path, capsys, fast
     if not pick["fallback"]:
         assert pick["effect"] >= 0.1
         assert pick["effect"] == pytest.approx(choice["confirmed"][pick["site"]][str(pick["layer"])], abs=1e-6)
+
+
+def test_audit_reuses_a_trace_run_for_the_choice(llama, facts_file, tmp_path, capsys, monkeypatch):
+    """--traces DIR: the choice comes from the stored traces (same rule), nothing is traced again."""
+    import kdel.trace.localize as localize
+    from kdel.delete.layer_auto import choice_from_trace, site_pick
+    from kdel.trace import load_traces
+
+    code, _, err = _run(capsys, "trace", "--model", llama, "--facts", facts_file, "--out", tmp_path / "tr",
+                        "--component", "mlp", "--metric", "prob", "--noise-samples", 3)
+    assert code == 0, err
+    monkeypatch.setattr(localize, "choose_site_layers", lambda *a, **k: pytest.fail("traced again"))
+    out = tmp_path / "audit"
+    code, _, err = _audit(capsys, llama, facts_file, out, "--layers", "auto", "--sites", "subject_last,last",
+                          "--traces", tmp_path / "tr", "--exclude-layers", "0")
+    assert code == 0, err
+    traces = {t.fact_id: t for t in load_traces(tmp_path / "tr")}
+    cases = _cases(out)
+    assert cases
+    for c in cases:
+        choice = choice_from_trace(traces[c["fact"]["id"]], "llama", exclude_layers=[0])
+        want = site_pick(choice, c["spec"]["site"], "llama", 4)
+        got = c["trace"]["layer_choice"]
+        assert got["method"] == "reused-trace" and got["layer"] == want["layer"] == c["spec"]["layer"] != 0
+        assert got["excluded"]["0"] == "listed" and got["effect"] == want["effect"]
