@@ -43,6 +43,22 @@ class AuditConfig:
     verify_revert: str = "touched"  # "touched": the edited tensors equal the snapshot; "full": whole-model hash
     primary: str | dict | None = None  # the one pre-declared hypothesis (kdel.audit.primary); None = the default
     title: str | None = None  # the report's title
+    trace_window: int | None = None  # layers/sites auto: the choice's trace window (None: 1 if <= 8 layers, ~L/6)
+    exclude_layers: tuple[int, ...] = ()  # never chosen by layers=auto; left out of layers=all
+    fluency: bool | None = None  # fluency per case; None: on for models kdel did not train (run_audit decides)
+
+    @property
+    def needs_choice(self) -> bool:
+        """Whether cases need the evidence-based choice (layers auto, or sites auto)."""
+        return self.layers == "auto" or self.sites == ("auto",)
+
+    def fluency_json(self) -> dict:
+        """The fluency settings that decide a case's result (part of every case's fingerprint)."""
+        from kdel.models.fluency import FluencyConfig
+
+        c = FluencyConfig()
+        return {"on": bool(self.fluency), "max_ppl_ratio": c.max_ppl_ratio, "max_entropy_drop": c.max_entropy_drop,
+                "max_new_tokens": c.max_new_tokens, "heldout_tokens": c.heldout_tokens}
 
     def validate(self) -> None:
         from kdel.delete import list_methods
@@ -62,10 +78,12 @@ class AuditConfig:
 
             parse_primary(self.primary)
         if not self.sites:
-            raise UserError("--sites is empty: use subject_last and/or last")
+            raise UserError("--sites is empty: use auto, or subject_last and/or last")
         for s in self.sites:
-            if s not in SITES:
-                raise UserError(f"unknown edit site {s!r}: use subject_last or last")
+            if s not in (*SITES, "auto"):
+                raise UserError(f"unknown edit site {s!r}: use auto, subject_last or last")
+        if "auto" in self.sites and len(self.sites) > 1:
+            raise UserError("--sites auto chooses the site per fact: give it alone")
         if len(set(self.sites)) != len(self.sites):
             raise UserError("--sites names a site twice")
         if isinstance(self.layers, str):
@@ -90,6 +108,13 @@ class AuditConfig:
             raise UserError(f"--seed must be >= 0, got {self.seed}")
         if self.noise_samples < 1:
             raise UserError(f"noise samples must be >= 1, got {self.noise_samples}")
+        if self.trace_window is not None and (isinstance(self.trace_window, bool) or self.trace_window < 1):
+            raise UserError(f"--trace-window must be >= 1, got {self.trace_window}")
+        for layer in self.exclude_layers:
+            if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+                raise UserError(f"--exclude-layers: {layer!r} is not a layer index (>= 0)")
+        if self.fluency not in (None, True, False):
+            raise UserError(f"fluency must be true, false or null (automatic), got {self.fluency!r}")
         if self.verify_revert not in VERIFY_REVERT:
             raise UserError(f"verify_revert must be touched or full, got {self.verify_revert!r}")
         for m in self.hparams:
@@ -114,6 +139,7 @@ class AuditConfig:
         d["sites"] = list(self.sites)
         d["layers"] = self.layers if isinstance(self.layers, str) else list(self.layers)
         d["fact_ids"] = None if self.fact_ids is None else list(self.fact_ids)
+        d["exclude_layers"] = list(self.exclude_layers)
         return d
 
     @classmethod
@@ -126,6 +152,8 @@ class AuditConfig:
             d["layers"] = tuple(d["layers"])
         if d.get("fact_ids") is not None:
             d["fact_ids"] = tuple(d["fact_ids"])
+        if "exclude_layers" in d:
+            d["exclude_layers"] = tuple(d["exclude_layers"])
         return cls(**d)
 
 
@@ -188,6 +216,7 @@ class CaseSpec:
     tracing_effect: float | None = None  # Hase et al.'s, at `layer` (window 5)
     subject_bin: int = 0
     object_bin: int = 0
+    layer_choice: dict | None = None  # layers/sites auto: the evidence (kdel.delete.layer_auto.site_pick)
 
     def to_json(self) -> dict:
         return _jsonable(dataclasses.asdict(self))
@@ -231,28 +260,37 @@ def sample_targets(table, recalled, config: AuditConfig) -> list[int]:
 
 @dataclass
 class TraceInfo:
-    peak_layers: dict[str, int | None]
+    peak_layers: dict[str, int | None]  # site -> the layer chosen at that site (layers/sites auto)
     tracing_effect_by_layer: list[float] | None
+    picks: dict[str, dict] | None = None  # site -> kdel.delete.layer_auto.site_pick (the evidence)
+
+    @property
+    def chosen_site(self) -> str | None:
+        return None if not self.picks else next(iter(self.picks.values()))["chosen_site"]
 
 
 def trace_targets(model, tok, table, fact_ids: list[int], config: AuditConfig, n_layers: int,
                   need_peaks: bool, progress: bool = False) -> dict[int, TraceInfo]:
-    """Peak MLP layers (gn, prob, window 1) per site and Hase's tracing effect per layer (window 5)."""
+    """The layer (and site) choice from evidence per target (kdel.audit.choice: a windowed trace, embedding-like
+    and --exclude-layers layers never chosen) and Hase's tracing effect per layer (window 5)."""
     out = {fid: TraceInfo({s: None for s in SITES}, None) for fid in fact_ids}
     if not need_peaks and not config.tracing_effect:
         return out
     try:
-        from kdel.trace import TraceConfig, hase_tracing_effect, load_traces, trace_fact
+        from kdel.trace import TraceConfig, hase_tracing_effect, trace_fact
     except ImportError as e:  # the tracing stage is missing from this build
         if need_peaks:
             raise UserError(f"--layers auto needs the tracing stage (kdel.trace), which is unavailable: {e}") from None
         warnings.warn(f"tracing stage unavailable, tracing effects left empty ({e})", stacklevel=2)
         return out
-    reused = {}
-    if need_peaks and config.traces_dir:
-        for t in load_traces(config.traces_dir):
-            if "mlp" in t.patched and "prob" in t.patched["mlp"]:
-                reused[t.fact_id] = t
+    if need_peaks:
+        from kdel.audit.choice import choose_for_targets
+
+        for fid, picks in choose_for_targets(model, tok, table, fact_ids, config).items():
+            out[fid].picks = picks
+            out[fid].peak_layers = {s: picks[s]["layer"] for s in SITES}
+    if not config.tracing_effect:
+        return out
     base = dict(corruption="gn", direction="denoise", components=("mlp",), metrics=("prob",),
                 noise_samples=config.noise_samples, seed=config.seed)
     it = fact_ids
@@ -263,13 +301,8 @@ def trace_targets(model, tok, table, fact_ids: list[int], config: AuditConfig, n
 
         it = tqdm(fact_ids, desc="trace targets", unit="fact", file=sys.stderr)
     for fid in it:
-        fact = table.fact(fid)
-        if need_peaks:
-            t1 = reused.get(fid) or trace_fact(model, tok, fact, table, TraceConfig(window=1, **base))
-            out[fid].peak_layers = {s: int(t1.peak_layer(s, "mlp", "prob")) for s in SITES}
-        if config.tracing_effect:
-            t5 = trace_fact(model, tok, fact, table, TraceConfig(window=min(HASE_WINDOW, n_layers), **base))
-            out[fid].tracing_effect_by_layer = [float(hase_tracing_effect(t5, layer)) for layer in range(n_layers)]
+        t5 = trace_fact(model, tok, table.fact(fid), table, TraceConfig(window=min(HASE_WINDOW, n_layers), **base))
+        out[fid].tracing_effect_by_layer = [float(hase_tracing_effect(t5, layer)) for layer in range(n_layers)]
     return out
 
 
@@ -280,21 +313,33 @@ def layers_for(config: AuditConfig, info: TraceInfo, site: str, n_layers: int) -
             raise RuntimeError("layers=auto without a traced peak")
         return [peak]
     if config.layers == "all":
-        return list(range(n_layers))
+        return [layer for layer in range(n_layers) if layer not in config.exclude_layers]
     for layer in config.layers:
         if layer >= n_layers:
             raise UserError(f"--layers: layer {layer} is out of range: this model has layers 0..{n_layers - 1}")
     return sorted(set(config.layers))
 
 
+def sites_for(config: AuditConfig, info: TraceInfo, method_uses_site: bool) -> list[str]:
+    """The sites a target is edited at: the configured ones, or the chosen one (sites auto); one only for a
+    method that ignores the site (its cases would be duplicates)."""
+    sites = [info.chosen_site] if config.sites == ("auto",) else list(config.sites)
+    if None in sites:
+        raise RuntimeError("sites=auto without a layer choice")
+    return sites if method_uses_site else sites[:1]
+
+
 def build_cases(table, targets: list[int], traces: dict[int, TraceInfo], config: AuditConfig,
                 n_layers: int) -> list[CaseSpec]:
     """The deterministic case list: targets (in sampling order) × methods × sites × layers."""
+    from kdel.delete import get_method
+    from kdel.delete.layer_auto import uses_site
     from kdel.delete.objectives import new_targets_for
 
     sbins, obins = popularity_bins(table, config.n_bins)
     source = config.layers if isinstance(config.layers, str) else "list"
     hparams = config.resolved_hparams()
+    site_used = {m: uses_site(get_method(m)) for m in config.methods}
     specs: list[CaseSpec] = []
     seen: set[str] = set()
     for fid in targets:
@@ -302,7 +347,7 @@ def build_cases(table, targets: list[int], traces: dict[int, TraceInfo], config:
         new = new_targets_for(config.objective, [fact], table, seed=config.seed)
         info = traces[fid]
         for method in config.methods:
-            for site in config.sites:
+            for site in sites_for(config, info, site_used[method]):
                 for layer in layers_for(config, info, site, n_layers):
                     cid = case_id_for([fid], method, config.objective, layer, site, hparams[method], config.seed)
                     if cid in seen:
@@ -314,5 +359,6 @@ def build_cases(table, targets: list[int], traces: dict[int, TraceInfo], config:
                         site=site, hparams=hparams[method], seed=config.seed, new_targets=new,
                         layer_source=source, peak_layers=dict(info.peak_layers), tracing_effect=te,
                         subject_bin=int(sbins[fid]), object_bin=int(obins[fid]),
+                        layer_choice=dict(info.picks[site]) if info.picks else None,
                     ))
     return specs

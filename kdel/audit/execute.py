@@ -1,6 +1,8 @@
 """Run one case on a loaded model, in named steps: apply the deletion, evaluate it in one batched pass,
 revert and verify, then measure (probe groups, global accuracy, KL, efficacy, Hase's scores) and assemble
-the `CaseRecord`.
+the `CaseRecord`. With `config.fluency`, generation entropy and held-out perplexity are measured once per
+executor before any edit (`FluencyCheck`: identical in every worker) and again per case while the edit is
+applied; the case is `wrecked` when unrelated accuracy < 0.9 or fluency is wrecked (`wrecked_by` says which).
 
 A `CaseExecutor` lives in one process (the main one, a local worker or a Ray actor): it loads nothing itself,
 holds the model, the base-model scores (computed once per run, in the parent) and the edit context. The
@@ -18,6 +20,7 @@ import importlib
 import os
 import socket
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +40,8 @@ from kdel.audit.schema import (
     TraceRecord,
     WorkerRecord,
 )
+from kdel.delete.covariance import SmallCorpusWarning, ThinCorpusWarning
+from kdel.delete.layer_auto import uses_site
 from kdel.models.scoring import forward_scores
 
 
@@ -77,6 +82,7 @@ class CaseExecutor:
         self.full_verify = config.verify_revert == "full"
         self.base_hash = model_state_hash(model) if self.full_verify else None
         self._methods: dict[tuple, object] = {}
+        self.fluency = measure.fluency_check(model, tok, table) if config.fluency else None
 
     def method(self, spec: CaseSpec):
         """The spec's method with the spec's (resolved) hyperparameters, built once per process."""
@@ -95,8 +101,12 @@ class CaseExecutor:
         except Exception as e:  # noqa: BLE001 - a method that fails on a case is a result, not a crash
             self.verify(None)
             return self.assemble_error(spec, e, t0, attempt)
-        cs, t_eval = self.evaluate(applied)
-        revert_ok = self.revert(applied)
+        try:
+            cs, t_eval = self.evaluate(applied)
+            fluency = self.fluency.after(self.model) if self.fluency is not None else None
+            t_fluency = time.perf_counter()
+        finally:
+            revert_ok = self.revert(applied)
         fid = spec.fact_ids[0]
         groups = measure.group_sections(cs, fid, applied.groups)
         tp = measure.TargetPairs.of(cs, fid)
@@ -106,10 +116,13 @@ class CaseExecutor:
         edit = applied.record.to_json()
         edit_seconds = edit.pop("seconds", None)
         cache_hits = _pop_run_dependent(edit.get("info"))
+        if not uses_site(self.method(spec)):
+            edit["site"] = None  # the method ignores the edit site
         rec.edit = EditSection.from_json(edit, "edit")
         rec.delta_norm = float(applied.record.total_delta_norm)
         rec.success = efficacy.success
-        rec.wrecked = measure.wrecked(groups)
+        rec.fluency = measure.fluency_section(fluency) if fluency is not None else None
+        rec.wrecked, rec.wrecked_by = measure.wrecked_verdict(groups, rec.fluency)
         rec.efficacy = efficacy
         rec.groups = groups
         rec.global_ = measure.global_section(cs, set(spec.fact_ids))
@@ -118,7 +131,8 @@ class CaseExecutor:
         rec.revert_verified = revert_ok
         rec.timing = TimingRecord(edit_s=edit_seconds, apply_s=applied.t_edit - t0, eval_s=t_eval - applied.t_edit,
                                   total_s=time.perf_counter() - t0, n_rows_after=len(cs.after),
-                                  cov_cache=cache_hits or None)
+                                  cov_cache=cache_hits or None,
+                                  fluency_s=t_fluency - t_eval if fluency is not None else None)
         return rec
 
     def apply(self, spec: CaseSpec, t0: float) -> Applied:
@@ -133,7 +147,10 @@ class CaseExecutor:
         new_before = forward_scores(self.model, new_enc, self.base.pad_id)[0] if new_enc else None
         request = DeletionRequest(facts=facts, objective=spec.objective, new_targets=spec.new_targets,
                                   layer=spec.layer, site=spec.site, seed=spec.seed)
-        handle, record = apply_deletion(self.method(spec), self.ctx, request, score=False)
+        with warnings.catch_warnings():  # the parent judged the corpus once, when it warmed the key statistics
+            warnings.simplefilter("ignore", ThinCorpusWarning)
+            warnings.simplefilter("ignore", SmallCorpusWarning)
+            handle, record = apply_deletion(self.method(spec), self.ctx, request, score=False)
         groups = self.table.probe_groups(fact.id, self.base.unrelated_pool)
         return Applied(spec, groups, handle, record, new_enc, new_before, t0, time.perf_counter())
 
@@ -192,7 +209,8 @@ class CaseExecutor:
                             subject_bin=spec.subject_bin, object_bin=spec.object_bin, n_bins=self.config.n_bins,
                             stratify=self.config.stratify),
             trace=TraceRecord(peak_layers=dict(spec.peak_layers), tracing_effect=spec.tracing_effect,
-                              tracing_window=HASE_WINDOW, layer_source=spec.layer_source),
+                              tracing_window=HASE_WINDOW, layer_source=spec.layer_source,
+                              layer_choice=spec.layer_choice),
             timing=TimingRecord(),
             worker=worker,
             provenance=self.provenance,

@@ -23,7 +23,7 @@ from kdel.audit.evaluate import (
     neighborhood_score,
     rewrite_score,
 )
-from kdel.audit.schema import EfficacyRecord, GlobalRecord, GroupRecord, HaseRecord, KLRecord
+from kdel.audit.schema import EfficacyRecord, FluencyRecord, GlobalRecord, GroupRecord, HaseRecord, KLRecord
 from kdel.models.scoring import TargetScores
 
 HASE_NEIGHBORHOOD_GROUPS = ("same_object", "same_relation")  # CounterFact-like: same relation or same object
@@ -178,6 +178,68 @@ def hase_section(objective: str, tp: TargetPairs, cs: CaseScores, groups: dict[s
         neighborhood_groups=list(HASE_NEIGHBORHOOD_GROUPS),
         tracing_effect=tracing_effect,
     )
+
+
+FLUENCY_TEXTS = 3  # generations after the edit kept in the case file
+
+
+class FluencyAfter:
+    """What one fluency measurement after an edit gives: the comparison and the generations."""
+
+    def __init__(self, row: dict, texts: list[str], config):
+        self.row, self.texts, self.config = row, texts, config
+
+
+class CaseFluencyCheck:
+    """kdel.models.fluency.FluencyCheck, keeping the generations after the edit too."""
+
+    def __init__(self, check):
+        self.check = check
+
+    def after(self, model) -> FluencyAfter:
+        from kdel.models.fluency import compare_fluency, measure_fluency
+
+        c = self.check
+        score = measure_fluency(model, c.tokenizer, c.prompts, c.heldout, c.config)
+        return FluencyAfter(compare_fluency(c.before, score, c.config), score.texts[:FLUENCY_TEXTS], c.config)
+
+
+def fluency_check(model, tok, table) -> CaseFluencyCheck:
+    """The fluency baseline of the unedited model on the table's corpus (held-out lines for perplexity, the
+    corpus' lines for toy-vocabulary prompts): measured once per executor, before any edit."""
+    from kdel.delete.corpus import corpus_of
+    from kdel.models.fluency import FluencyCheck, FluencyConfig
+
+    corpus = corpus_of(table)
+    return CaseFluencyCheck(FluencyCheck(model, tok, corpus.heldout_lines(), FluencyConfig(),
+                                         prompt_lines=list(corpus.lines)))
+
+
+def _finite(x) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def fluency_section(f: FluencyAfter) -> FluencyRecord:
+    r = f.row
+    return FluencyRecord(
+        entropy_before=_finite(r["fluency_before_entropy"]), entropy_after=_finite(r["fluency_after_entropy"]),
+        entropy_drop=_finite(r["fluency_entropy_drop"]),
+        perplexity_before=_finite(r["fluency_before_perplexity"]),
+        perplexity_after=_finite(r["fluency_after_perplexity"]),
+        perplexity_ratio=_finite(r["fluency_ppl_ratio"]),
+        perplexity_tokens=int(r["fluency_after_perplexity_tokens"]),
+        wrecked=bool(r["fluency_wrecked"]), wrecked_by=list(r["fluency_wrecked_by"]),
+        max_ppl_ratio=float(f.config.max_ppl_ratio), max_entropy_drop=float(f.config.max_entropy_drop),
+        texts_after=list(f.texts),
+    )
+
+
+def wrecked_verdict(groups: dict[str, GroupRecord], fluency: FluencyRecord | None) -> tuple[bool, list[str]]:
+    """(wrecked, what fired): "unrelated_accuracy" (§12's collateral bound), then the fluency flags."""
+    fired = ["unrelated_accuracy"] if wrecked(groups) else []
+    if fluency is not None and fluency.wrecked:
+        fired += fluency.wrecked_by
+    return bool(fired), fired
 
 
 def wrecked(groups: dict[str, GroupRecord]) -> bool:

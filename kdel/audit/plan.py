@@ -42,7 +42,7 @@ def make_plan(model, tok, table, config: AuditConfig, base, progress: bool = Fal
 
     n_layers = ModelAdapter(model, tok).n_layers
     targets = sample_targets(table, base.canonical_recalled(), config)
-    traces = trace_targets(model, tok, table, targets, config, n_layers, need_peaks=config.layers == "auto",
+    traces = trace_targets(model, tok, table, targets, config, n_layers, need_peaks=config.needs_choice,
                            progress=progress)
     return targets, build_cases(table, targets, traces, config, n_layers)
 
@@ -62,15 +62,20 @@ def model_n_layers(model_dir) -> int | None:
 
 
 def check_layers(model_dir, config: AuditConfig) -> None:
-    """Explicit --layers beyond the model's depth, caught from config.json before the model loads."""
-    if isinstance(config.layers, str):
-        return
+    """Explicit --layers, --exclude-layers and --trace-window beyond the model's depth, caught from config.json
+    before the model loads."""
     n_layers = model_n_layers(model_dir)
     if n_layers is None:
-        return  # checked again once the model is loaded (cases.layers_for)
-    for layer in config.layers:
-        if layer >= n_layers:
-            raise UserError(f"--layers: layer {layer} is out of range: this model has layers 0..{n_layers - 1}")
+        return  # checked again once the model is loaded (cases.layers_for, the layer choice)
+    for flag, layers in (("--layers", () if isinstance(config.layers, str) else config.layers),
+                         ("--exclude-layers", config.exclude_layers)):
+        for layer in layers:
+            if layer >= n_layers:
+                raise UserError(f"{flag}: layer {layer} is out of range: this model has layers 0..{n_layers - 1}")
+    if config.needs_choice and config.trace_window is not None and config.trace_window > n_layers:
+        raise UserError(f"--trace-window {config.trace_window} is larger than the model ({n_layers} layers)")
+    if config.layers == "all" and len(set(config.exclude_layers)) >= n_layers:
+        raise UserError("--exclude-layers leaves no layer for --layers all")
 
 
 BACKENDS = ("local", "ray")

@@ -43,9 +43,16 @@ class CaseSink:
 
 
 def _abs(path) -> str | None:
-    if path is None or str(path).startswith("self:"):
-        return None if path is None else str(path)
-    return str(Path(path).resolve())
+    return None if path is None else str(Path(path).resolve())
+
+
+def _corpus_spec(checked) -> str | None:
+    """What audit_config.json records as `corpus`: the file's absolute path, the self:N spec, or None."""
+    from kdel.delete.corpus import Corpus
+
+    if checked is None:
+        return None
+    return checked.spec if isinstance(checked, Corpus) else str(checked)
 
 
 def run_audit(model_dir, table, out_dir, config: AuditConfig, workers: int = 1, backend: str = "local",
@@ -53,17 +60,30 @@ def run_audit(model_dir, table, out_dir, config: AuditConfig, workers: int = 1, 
               corpus=None, recompute: bool = True, gpus_per_worker: float | None = None, inputs=()) -> dict:
     """Run (or resume) an audit; returns the summary (also written to OUT/summary.json).
 
-    `kg_dir` (the KG bundle the table came from) and `corpus` (the --facts corpus file) are recorded in
-    audit_config.json as absolute paths, so a report can find them. OUT must follow the output rule
+    `kg_dir` (the KG bundle the table came from) is recorded in audit_config.json as an absolute path, so a
+    report can find it. `corpus` (--corpus: a text file, "self:N", or a `Corpus`; None keeps the table's own) is
+    resolved once, here, and attached to the table every worker gets; sampled text is written to OUT/corpus.txt,
+    and the spec with its hash and token counts is recorded. `config.fluency` None means: on unless kdel trained
+    the model (kdel.models.loading.kdel_trained). OUT must follow the output rule
     (kdel.outputs.check_out_dir: missing, empty or an audit directory; never one of the inputs, of which
     `inputs` names extra ones such as the hyperparameters file). `recompute=False` (--no-recompute) refuses
     to recompute case files computed under other settings."""
+    import dataclasses
+
+    from kdel.delete.corpus import Corpus
+    from kdel.delete.prepare import check_corpus_spec
+    from kdel.models.loading import kdel_trained
+
     config.validate()
     check_backend(backend, workers, device, gpus_per_worker)
     check_layers(model_dir, config)
+    corpus = check_corpus_spec(corpus)
+    if config.fluency is None:
+        config = dataclasses.replace(config, fluency=not kdel_trained(model_dir))
     out = Path(out_dir)
     facts_path = table.meta.get("path") if table.source == "facts" else None
-    check_out_dir(out, "audit", inputs=[model_dir, facts_path, kg_dir, corpus, config.traces_dir, *inputs])
+    corpus_file = corpus.spec if isinstance(corpus, Corpus) and corpus.source == "file" else None
+    check_out_dir(out, "audit", inputs=[model_dir, facts_path, kg_dir, corpus_file, config.traces_dir, *inputs])
     created = not out.exists()
     lock = DirLock(out, "audit").acquire()
     try:
@@ -82,14 +102,16 @@ def _run_locked(model_dir, table, out: Path, config: AuditConfig, workers, backe
                 kg_dir, corpus, recompute, gpus_per_worker) -> dict:
     from kdel.audit.evaluate import BaseScores
     from kdel.audit.summary import summarize
+    from kdel.delete.prepare import attach, corpus_record, write_self_corpus
     from kdel.models.loading import load_model_for_table
     from kdel.provenance import provenance
 
     model_hash = store.model_identity(model_dir)
     model, tok = load_model_for_table(model_dir, table, device)
+    table = attach(table, corpus, model, tok, config.seed)  # self:N is sampled here, once, for every worker
     pool = table.unrelated_sample(config.unrelated_size, config.seed)
     base = BaseScores.compute(model, tok, table, pool)
-    inputs = store.run_inputs(model_hash, table, config, corpus)
+    inputs = store.run_inputs(model_hash, table, config)
     key = plan_key(config, inputs, store.traces_identity(config.traces_dir))
     specs = read_plan(out, key)
     targets = None
@@ -111,17 +133,21 @@ def _run_locked(model_dir, table, out: Path, config: AuditConfig, workers, backe
         "model_dir": _abs(model_dir),
         "kg_dir": _abs(kg_dir),
         "facts": _abs(table.meta.get("path")) if table.source == "facts" else None,
-        "corpus": _abs(corpus),
+        "corpus": _corpus_spec(corpus),
+        "corpus_info": corpus_record(table, tok),
         "unrelated_pool": pool,
         "case_ids": [s.case_id for s in specs],
         "n_cases": len(specs),
     })
     store.set_aside(out, scan.stale + scan.invalid)
+    write_self_corpus(table, out)
     todo = scan.todo
+    cache_dir = out / "cache"
+    if todo:
+        warm_cache(model, tok, table, todo, cache_dir)
     t0 = time.perf_counter()
     bar = _progress(len(specs), len(specs) - len(todo), progress)
     sink = CaseSink(out, fingerprints, bar)
-    cache_dir = out / "cache"
     try:
         if not todo:
             pass
@@ -162,6 +188,23 @@ def _run_locked(model_dir, table, out: Path, config: AuditConfig, workers, backe
     summary["provenance"] = prov
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def warm_cache(model, tok, table, specs, cache_dir) -> dict[int, dict]:
+    """Key statistics for every layer the cases `specs` read (methods with key statistics: their layers, MEMIT's
+    whole window), computed in this process before any case runs, into `cache_dir` (which every worker reads)."""
+    from kdel.audit.cases import method_from_spec
+    from kdel.delete import DeletionRequest, EditContext
+    from kdel.delete.prepare import key_statistics_layers, uses_key_statistics, warm_key_statistics
+
+    ctx = EditContext(model, tok, table)
+    layers: set[int] = set()
+    for s in specs:
+        if uses_key_statistics(s.hparams):
+            request = DeletionRequest([table.fact(i) for i in s.fact_ids], s.objective, s.new_targets, s.layer,
+                                      s.site, s.seed)
+            layers |= key_statistics_layers(method_from_spec(s.method, s.hparams), ctx, [request])
+    return warm_key_statistics(ctx.adapter, tok, table, layers, cache_dir) if layers else {}
 
 
 class _NoBar:

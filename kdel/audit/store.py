@@ -7,9 +7,11 @@ inputs themselves (so a resume can say what changed):
                               the exact commit and a hash of the sources are recorded in `provenance`)
   model      hash of the weights (*.safetensors), config.json and tokenizer files of the model directory
   facts      the KG bundle's content hash, or the facts file's sha256
-  corpus     hash of the key-statistics corpus (a KG's corpus, or --corpus), "none", or a "self:N" spec
+  corpus     hash of the key-statistics corpus (a KG's corpus, or --corpus; "self:N:<hash>" for sampled text),
+             or "none" (the facts' own prompts)
   probe      unrelated-sample size and seed, popularity bins and stratifier
   tracing    whether Hase's tracing effect is computed, its noise samples and window
+  fluency    whether fluency is measured, and its thresholds (they decide `wrecked`)
   spec       the planned case: fact ids, method, resolved hyperparameters, objective, layer, site, seed, new
              targets, traced peaks and tracing effect, bins
 Device, threads and library versions are not in it (they change results only by rounding): `provenance`
@@ -83,9 +85,13 @@ def model_identity(model_dir) -> str:
 
 
 def corpus_identity(table, corpus=None) -> str:
-    if isinstance(corpus, str) and corpus.startswith("self:"):
-        return corpus
-    return sha256_text("\n".join(table.corpus)) if table.corpus else "none"
+    """Hash of the text the table carries (kdel.delete.prepare.attach puts a --corpus file or a sampled self:N
+    corpus there), prefixed with self:N for sampled text; "none" when the facts' prompts stand in (thin)."""
+    if not table.corpus:
+        return "none"
+    spec = (table.meta or {}).get("corpus_spec") or {}
+    digest = sha256_text("\n".join(table.corpus))
+    return f"{spec['spec']}:{digest}" if spec.get("source") == "self" else digest
 
 
 def traces_identity(traces_dir) -> str | None:
@@ -112,6 +118,7 @@ def run_inputs(model_hash: str, table, config: AuditConfig, corpus=None) -> dict
                   "n_bins": config.n_bins, "stratify": config.stratify},
         "tracing": {"tracing_effect": config.tracing_effect, "noise_samples": config.noise_samples,
                     "window": HASE_WINDOW},
+        "fluency": config.fluency_json(),
     })
 
 

@@ -55,15 +55,28 @@ def audit_command(
     out: Path = typer.Option(..., "--out", help="Audit directory (cases/, summary.json); a rerun resumes it."),
     kg: Optional[Path] = typer.Option(None, "--kg", help="KG bundle directory (exclusive with --facts)."),
     facts: Optional[Path] = typer.Option(None, "--facts", help="Facts file, JSON lines (exclusive with --kg)."),
-    corpus: Optional[Path] = typer.Option(None, "--corpus", help="With --facts: text for key statistics."),
+    corpus: Optional[str] = typer.Option(
+        None, "--corpus", help="Text for key statistics and held-out perplexity: a text file, or self:N (N tokens "
+        "sampled from the model, seeded, written to OUT/corpus.txt). Default: the KG's corpus; with --facts, the "
+        "facts' own prompts (thin: warned)."),
     methods: str = typer.Option("rome", "--methods", help="Comma-separated deletion methods."),
     objective: str = typer.Option("erase", "--objective", help="erase | replace | unknown | ..."),
     sites: str = typer.Option(
         "subject_last,last", "--sites",
         help="Edit sites, comma-separated: subject_last (ROME's key) and/or last (the prompt's last token; "
-        "where small models trained from scratch look facts up).",
+        "where small models trained from scratch look facts up), or auto (the site the trace prefers per fact).",
     ),
-    layers: str = typer.Option("auto", "--layers", help="auto (traced MLP peak), all, or L,L,..."),
+    layers: str = typer.Option(
+        "auto", "--layers", help="auto (per fact and site: the largest MLP effect of a windowed trace, "
+        "embedding-like layers excluded; a per-family default when none reaches the minimum effect), all, or L,L,..."),
+    trace_window: Optional[int] = typer.Option(
+        None, "--trace-window", help="Layers restored together in the auto choice's trace (default 1 for <= 8 "
+        "layers, else about a sixth of the layers)."),
+    exclude_layers: Optional[str] = typer.Option(
+        None, "--exclude-layers", help="Layers auto never chooses and all leaves out, e.g. 0,1."),
+    fluency: Optional[bool] = typer.Option(
+        None, "--fluency/--no-fluency", help="Generation entropy and held-out perplexity in every case (wrecked "
+        "also fires on them). Default: on for models kdel did not train, off for kdel's toy models."),
     per_bin: int = typer.Option(2, "--per-bin", help="Deletion targets per popularity bin."),
     bins: int = typer.Option(5, "--bins", help="Popularity bins (rank quantiles)."),
     stratify: str = typer.Option("subject", "--stratify", help="Bin by the popularity of the subject or object."),
@@ -89,6 +102,7 @@ def audit_command(
     """Audit deletions: per case apply, measure probe-group damage, revert; then summary statistics."""
     from kdel.audit.cases import AuditConfig
     from kdel.audit.plan import check_backend
+    from kdel.cli.delete import parse_layers_list
     from kdel.runtime import resolve_device, seed_everything, set_threads
 
     set_threads(threads)
@@ -97,8 +111,6 @@ def audit_command(
         raise UserError(f"--seed must be >= 0, got {seed}")
     if (kg is None) == (facts is None):
         raise UserError("give exactly one of --kg DIR (a kdel KG bundle) or --facts FILE.jsonl")
-    if corpus is not None and facts is None:
-        raise UserError("--corpus goes with --facts (a KG bundle has its own corpus)")
     if traces is not None and not traces.is_dir():
         raise UserError(f"--traces {traces} is not a directory")
     method_list = parse_list(methods, "--methods")
@@ -106,7 +118,8 @@ def audit_command(
         methods=method_list, objective=objective, sites=parse_list(sites, "--sites"), layers=parse_layers(layers),
         per_bin=per_bin, n_bins=bins, stratify=stratify, unrelated_size=unrelated, seed=seed,
         hparams=parse_hparams_file(hparams, method_list), traces_dir=str(traces) if traces else None,
-        tracing_effect=not no_tracing_effect, primary=primary, title=title,
+        tracing_effect=not no_tracing_effect, primary=primary, title=title, trace_window=trace_window,
+        exclude_layers=parse_layers_list(exclude_layers, "--exclude-layers"), fluency=fluency,
     )
     config.validate()
     check_backend(backend, workers, device, gpus_per_worker)
@@ -118,7 +131,7 @@ def audit_command(
     check_model_dir(model)
     check_layers(model, config)  # from config.json: a layer past the model's depth fails before anything loads
     _quiet_transformers()
-    table = load_fact_table(kg=kg, facts=facts, corpus=corpus)
+    table = load_fact_table(kg=kg, facts=facts)
     seed_everything(seed)
     summary = run_audit(model, table, out, config, workers=workers, backend=backend, progress=not quiet,
                         device=device, threads=threads, kg_dir=kg, corpus=corpus, recompute=not no_recompute,

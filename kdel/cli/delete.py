@@ -1,4 +1,4 @@
-"""`kdel delete`: delete (or rewrite) facts in a model and write the edited model (DESIGN §6, §8, §12).
+"""`kdel delete`: delete (or rewrite) facts in a model and write the edited model (DESIGN §6, §8, §12, §13).
 
 The stage itself is `kdel.delete.stage.run_delete`; this module parses the flags and prints one line."""
 
@@ -10,23 +10,55 @@ from typing import Optional
 import typer
 
 
+def parse_layers_list(value: str | None, flag: str) -> tuple[int, ...]:
+    """'0,1' -> (0, 1); None or '' -> ()."""
+    from kdel.errors import UserError
+
+    if value is None or not value.strip():
+        return ()
+    out = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            layer = int(part)
+        except ValueError:
+            raise UserError(f"{flag} must be a comma-separated list of layer indices, got {value!r}") from None
+        if layer < 0:
+            raise UserError(f"{flag}: {layer} is not a layer index (>= 0)")
+        out.append(layer)
+    return tuple(sorted(set(out)))
+
+
 def delete_command(
     model: Path = typer.Option(..., "--model", help="Model directory (Hugging Face, safetensors)."),
     kg: Optional[Path] = typer.Option(None, "--kg", help="KG bundle directory (or use --facts)."),
     facts: Optional[Path] = typer.Option(None, "--facts", help="Facts file (JSONL) instead of --kg."),
-    corpus: Optional[Path] = typer.Option(None, "--corpus", help="With --facts: text for the key statistics (else thin)."),
+    corpus: Optional[str] = typer.Option(
+        None, "--corpus", help="Text for the key statistics: a text file, or self:N (N tokens sampled from the "
+        "model, seeded). Default: the KG's corpus; with --facts, the facts' own prompts (thin: warned)."),
     fact: list[int] = typer.Option(..., "--fact", help="Fact id (triple id; line number in a facts file). Repeat for a batch."),
     method: str = typer.Option("rome", "--method", help="rome | r-rome | memit | ft | ga | npo"),
     objective: str = typer.Option("erase", "--objective", help="erase | replace | unknown | error_injection | amplify"),
-    layer: Optional[int] = typer.Option(None, "--layer", help="Layer to edit (MEMIT: centre of its window). Default: the middle layer, n_layers // 2."),
-    site: str = typer.Option("subject_last", "--site", help="Edit site: subject_last (ROME's) or last (the prompt's last token)."),
-    target: Optional[str] = typer.Option(None, "--target", help="replace: the new object, an entity id (KG) or name (default: a random other entity)."),
+    layer: str = typer.Option(
+        "auto", "--layer", help="Layer to edit (MEMIT: centre of its window), or auto: chosen from a windowed trace "
+        "of the fact (largest MLP effect at the site, embedding-like layers excluded; a per-family default when "
+        "no layer reaches the minimum effect, with a warning)."),
+    site: str = typer.Option("auto", "--site", help="Edit site: auto (from the same trace), subject_last (ROME's) "
+                             "or last (the prompt's last token). Gradient methods ignore it."),
+    trace_window: Optional[int] = typer.Option(
+        None, "--trace-window", help="auto: layers restored together in the choice's trace (default 1 for <= 8 "
+        "layers, else about a sixth of the layers)."),
+    exclude_layers: Optional[str] = typer.Option(None, "--exclude-layers", help="auto: layers never chosen, e.g. 0,1."),
+    target: Optional[str] = typer.Option(None, "--target", help="replace: the new object, an entity id (KG) or name "
+                                         "(default: an object of the same relation, seeded)."),
     hparams: Optional[Path] = typer.Option(None, "--hparams", help="YAML file of hyperparameter overrides."),
     sequential: bool = typer.Option(False, "--sequential", help="Apply the facts one after another instead of as one batch."),
     out: Path = typer.Option(..., "--out", help="Directory for the edited model + edit.json (replaced atomically)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Key-statistics cache (default $KDEL_CACHE_DIR or ~/.cache/kdel)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),
-    seed: int = typer.Option(0, "--seed", help="Seed (context prefixes, random replace targets)."),
+    seed: int = typer.Option(0, "--seed", help="Seed (traces, context prefixes, replace targets, self:N)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (default 1)."),
 ) -> None:
     """Delete facts from a model with a locate-then-edit or unlearning method; write the edited model."""
@@ -36,10 +68,13 @@ def delete_command(
     set_threads(threads)
     res = run_delete(model, out, fact_ids=fact, kg=kg, facts=facts, corpus=corpus, method=method,
                      objective=objective, layer=layer, site=site, target=target, hparams=hparams,
-                     sequential=sequential, cache_dir=cache_dir, device=device, seed=seed)
+                     sequential=sequential, cache_dir=cache_dir, device=device, seed=seed, trace_window=trace_window,
+                     exclude_layers=parse_layers_list(exclude_layers, "--exclude-layers"))
     r = res.record
+    where = r["site"] or ("per fact" if any(a["site"] for a in r["applied"]) else "no site")
+    chosen = " (auto)" if r["layer_choice"] else ""
     typer.echo(
-        f"{r['method']} {objective} at layer(s) {','.join(map(str, r['layers']))} ({site}): "
+        f"{r['method']} {objective} at layer(s) {','.join(map(str, r['layers']))} ({where}){chosen}: "
         f"{res.n_succeeded}/{len(r['facts'])} facts succeeded, ||dW|| = {r['total_delta_norm']:.3g} -> {out}"
     )
 

@@ -26,6 +26,13 @@ def read_model_meta(model_dir: str | Path) -> dict:
         raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
+def kdel_trained(model_dir: str | Path) -> bool:
+    """Whether kdel trained this model (it has kdel_model.json or train_report.json): a toy model whose facts and
+    text kdel generated. Fluency checks are on by default for every other model."""
+    path = Path(model_dir)
+    return (path / MODEL_META).is_file() or (path / "train_report.json").is_file()
+
+
 def check_model_dir(model_dir: str | Path) -> Path:
     path = Path(model_dir)
     if path.is_file():

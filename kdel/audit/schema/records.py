@@ -60,10 +60,13 @@ class FactRecord(_Record):
 
 @dataclass
 class TraceRecord(_Record):
-    peak_layers: dict[str, int | None]  # site -> traced MLP peak (null unless traced)
+    peak_layers: dict[str, int | None]  # site -> layer chosen from the trace at that site (null unless traced)
     tracing_effect: float | None  # Hase et al.'s, at spec.layer
-    tracing_window: int
+    tracing_window: int  # Hase et al.'s window (5)
     layer_source: str
+    # layers=auto: the evidence for spec.layer (kdel.delete.layer_auto.site_pick): layer, effect, runner-up,
+    # window, excluded layers, fallback and its reason, the site and layer the choice preferred
+    layer_choice: dict[str, Any] | None = opt()
 
 
 @dataclass
@@ -159,6 +162,24 @@ class HaseRecord(_Record):
 
 
 @dataclass
+class FluencyRecord(_Record):
+    """Generation entropy and held-out perplexity before and after the edit (kdel.models.fluency)."""
+
+    entropy_before: float | None  # mean weighted bigram/trigram entropy of greedy generations, bits
+    entropy_after: float | None
+    entropy_drop: float | None  # (before - after) / before
+    perplexity_before: float | None  # on the corpus' held-out lines (null without held-out text)
+    perplexity_after: float | None
+    perplexity_ratio: float | None  # after / before
+    perplexity_tokens: int  # predicted held-out tokens
+    wrecked: bool  # perplexity ratio > max_ppl_ratio or entropy drop > max_entropy_drop
+    wrecked_by: list[str]  # "perplexity", "entropy"
+    max_ppl_ratio: float
+    max_entropy_drop: float
+    texts_after: list[str] | None = None  # the first generations after the edit (prompt + continuation)
+
+
+@dataclass
 class TimingRecord(_Record):
     """Run-dependent: seconds, and where key statistics came from (memory, disk or a fresh pass)."""
 
@@ -168,6 +189,7 @@ class TimingRecord(_Record):
     total_s: float | None = opt()
     n_rows_after: int | None = opt()
     cov_cache: list[Any] | None = opt()
+    fluency_s: float | None = opt()
 
 
 @dataclass
@@ -233,13 +255,15 @@ class CaseRecord(_Record):
     edit: EditSection | None = opt()
     delta_norm: float | None = opt()  # ||ΔW||_F over all touched matrices
     success: bool | None = opt()
-    wrecked: bool | None = opt()
+    wrecked: bool | None = opt()  # unrelated accuracy < 0.9, or fluency wrecked (when measured)
+    wrecked_by: list[str] | None = opt()  # which fired: "unrelated_accuracy", "perplexity", "entropy"
     efficacy: EfficacyRecord | None = opt()
     groups: dict[str, GroupRecord] | None = opt()
     global_: GlobalRecord | None = opt(key="global")
     kl: KLRecord | None = opt()
     hase: HaseRecord | None = opt()
     revert_verified: bool | None = opt()
+    fluency: FluencyRecord | None = opt()  # when the audit measures fluency (--fluency)
 
     def check(self) -> None:
         if self.format not in CASE_FORMATS:
@@ -265,6 +289,7 @@ __all__ = [
     "EfficacyRecord",
     "FactRecord",
     "FingerprintRecord",
+    "FluencyRecord",
     "GlobalRecord",
     "GroupRecord",
     "HaseRecord",
