@@ -49,7 +49,8 @@ def worker(n_facts: int, full: bool) -> dict:
     else:
         from kdel.models.adapter import ModelAdapter
         from kdel.trace.corrupt import gn_corruption
-        from kdel.trace.patch import Site, build_setup, patched_metrics
+        from kdel.trace.dispatch import patched_metrics
+        from kdel.trace.patch import Site, build_setup
 
         def subject_last_sites():
             adapter = ModelAdapter(model, tok)

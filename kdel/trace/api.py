@@ -98,7 +98,8 @@ def trace_many(model, tok, facts, table: FactTable, config: TraceConfig, progres
     from kdel.models.adapter import ModelAdapter
     from kdel.trace.corrupt import embedding_std
     from kdel.trace.engine import run_sites
-    from kdel.trace.patch import build_setups, trace_loop
+    from kdel.trace.dispatch import trace_loop
+    from kdel.trace.patch import build_setups
 
     adapter = ModelAdapter(model, tok)
     config.validate(adapter.n_layers)

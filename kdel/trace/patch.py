@@ -6,8 +6,8 @@ Denoising: base = corrupted run, source = clean run. Noising: base = clean run, 
 With Gaussian noise, every site is evaluated on `n_samples` rows (one per noise draw: row s uses draw s
 of whichever run is noised), and its value is the mean of the per-row metrics.
 
-- `trace_loop` (kdel.trace.loop): the baseline, one full forward pass per site (ROME's scheme).
-- `trace_batched` (kdel.trace.engine): the same numbers from resumed, batched forwards, for one fact or
+- `trace_loop` (kdel.trace.dispatch; kdel.trace.loop): the baseline, one full forward pass per site (ROME's scheme).
+- `trace_batched` (kdel.trace.dispatch; kdel.trace.engine): the same numbers from resumed, batched forwards, for one fact or
   (`run_sites`) for many facts at once.
 
 `build_setups` records the clean and corrupted runs of many facts in two batched forwards; each fact gets a
@@ -27,7 +27,7 @@ from kdel.trace.metrics import mean_metrics, row_metrics
 from kdel.trace.record import COMPONENTS, RecordedRun, record_from, record_runs
 
 __all__ = ["COMPONENTS", "DIRECTIONS", "Site", "TraceSetup", "build_setup", "build_setups", "is_noop",
-           "patched_metrics", "trace_batched", "trace_loop", "window_layers"]
+           "window_layers"]
 
 
 @dataclass(frozen=True)
@@ -129,20 +129,3 @@ def is_noop(setup: TraceSetup, site: Site) -> bool:
     n_layers = setup.adapter.n_layers
     return all(p < setup.first_changed or (layer == n_layers - 1 and p != last) for p in site.positions
                for layer in site.layers)
-
-
-def trace_loop(setup: TraceSetup, sites: list[Site]) -> list[dict[str, float]]:
-    from kdel.trace.loop import trace_loop as loop
-
-    return loop(setup, sites)
-
-
-def trace_batched(setup: TraceSetup, sites: list[Site], **kw) -> list[dict[str, float]]:
-    from kdel.trace.engine import run_sites
-
-    return run_sites([setup], [sites], **kw)[0]
-
-
-def patched_metrics(setup: TraceSetup, sites: list[Site], batched: bool = True) -> list[dict[str, float]]:
-    """Metric values of arbitrary sites (several layers and/or positions at once), batched or looped."""
-    return trace_batched(setup, sites) if batched else trace_loop(setup, sites)

@@ -268,7 +268,7 @@ def test_real_traced_choice_end_to_end(llama, facts_file, tmp_path, capsys, fast
     (fact,) = record["layer_choice"]["facts"]
     pick, choice = fact["pick"], fact["choice"]
     assert record["layers"] == [pick["layer"]] and record["site"] == pick["site"] == choice["site"]
-    assert choice["window"] == 1 and choice["method"] == "two-stage"  # 4 layers: window 1
+    assert choice["window"] == 1 and choice["method"] == "exact"  # 4 layers: window 1, exact only (< 4 x top_k layers)
     assert str(pick["layer"]) not in pick["excluded"]
     if not pick["fallback"]:
         assert pick["effect"] >= 0.1

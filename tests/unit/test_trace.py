@@ -9,7 +9,8 @@ from kdel.errors import UserError
 from kdel.facts import Fact, FactTable
 from kdel.trace import TraceConfig, hase_tracing_effect, load_traces, save_traces, trace_fact
 from kdel.trace.corrupt import gn_corruption, str_corruption, subject_token_positions
-from kdel.trace.patch import Site, build_setup, patched_metrics, window_layers
+from kdel.trace.dispatch import patched_metrics
+from kdel.trace.patch import Site, build_setup, window_layers
 from kdel.models.adapter import ModelAdapter
 
 FACTS = [

@@ -13,7 +13,8 @@ from kdel.models.adapter import ModelAdapter
 from kdel.trace import TraceConfig, trace_many
 from kdel.trace.api import _corruption
 from kdel.trace.engine import run_sites
-from kdel.trace.patch import Site, build_setups, trace_loop
+from kdel.trace.dispatch import trace_loop
+from kdel.trace.patch import Site, build_setups
 
 # prompts of lengths 5..8 with the subject at the start, in the middle and near the end (vocabulary of conftest)
 FACTS = [
