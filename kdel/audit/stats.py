@@ -1,33 +1,26 @@
-"""Statistics of the audit: bootstrap CIs, Spearman and partial Spearman, Hase et al.'s regressions.
+"""Statistics of the audit: the iid bootstrap CI of a mean, rank correlations (re-exported from
+kdel.stats.correlation) and Hase et al.'s regressions, with guards.
 
 All functions take plain sequences, drop non-finite entries pairwise, and return None for what cannot be
-estimated (too few points, constant input) rather than NaN, so summaries serialise as clean JSON.
+estimated rather than NaN, so summaries serialise as clean JSON. A regression or F-test that cannot be
+trusted (constant y, no residual degrees of freedom, n < k + 3 for k predictors) comes back null with its
+reason in `null_reason`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
 
-
-def _finite(*cols) -> list[np.ndarray]:
-    arrs = [np.asarray([np.nan if v is None else v for v in c], dtype=np.float64) for c in cols]
-    ok = np.ones(len(arrs[0]), dtype=bool)
-    for a in arrs:
-        ok &= np.isfinite(a)
-    return [a[ok] for a in arrs]
-
-
-def _none(x) -> float | None:
-    return None if x is None or not math.isfinite(float(x)) else float(x)
+from kdel.stats.correlation import _finite, _none, partial_spearman, spearman  # noqa: F401 (re-exported)
 
 
 def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    """Mean with a percentile bootstrap CI (seeded): {mean, lo, hi, n}."""
+    """Mean with a percentile bootstrap CI over observations (seeded): {mean, lo, hi, n}. Assumes independent
+    observations; the summary's cells use the cluster bootstrap (kdel.stats.estimate.mean_estimate)."""
     (x,) = _finite(values)
     n = len(x)
     if n == 0:
@@ -49,63 +42,17 @@ def _resample_index(seed: int, n: int, n_boot: int) -> np.ndarray:
     return idx
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> dict:
-    """Spearman's rho with its two-sided p-value (scipy): {rho, p, n}."""
-    from scipy import stats
-
-    x, y = _finite(x, y)
-    n = len(x)
-    if n < 3 or np.all(x == x[0]) or np.all(y == y[0]):
-        return {"rho": None, "p": None, "n": n}
-    res = stats.spearmanr(x, y)
-    return {"rho": _none(res.statistic), "p": _none(res.pvalue), "n": n}
-
-
-def _ranks(a: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(a, method="average")
-
-
-def partial_spearman(x: Sequence[float], y: Sequence[float], covariates: Sequence[Sequence[float]]) -> dict:
-    """Spearman correlation of x and y controlling for covariates (rank-residual method).
-
-    Ranks every variable, regresses the ranks of x and of y on the covariates' ranks (with intercept) by
-    least squares, and correlates the residuals (Pearson). p from Student's t with n - 2 - k degrees of
-    freedom (k = covariates kept). Constant covariates are dropped. {rho, p, n, df, covariates_used}.
-    """
-    from scipy import stats
-
-    cols = _finite(x, y, *covariates)
-    x, y, covs = cols[0], cols[1], cols[2:]
-    n = len(x)
-    kept = [c for c in covs if len(c) and not np.all(c == c[0])]
-    k = len(kept)
-    df = n - 2 - k
-    if df < 1 or np.all(x == x[0]) or np.all(y == y[0]):
-        return {"rho": None, "p": None, "n": n, "df": max(df, 0), "covariates_used": k}
-    Z = np.column_stack([np.ones(n)] + [_ranks(c) for c in kept])
-    rx, ry = _ranks(x), _ranks(y)
-    ex = rx - Z @ np.linalg.lstsq(Z, rx, rcond=None)[0]
-    ey = ry - Z @ np.linalg.lstsq(Z, ry, rcond=None)[0]
-    denom = math.sqrt(float(ex @ ex) * float(ey @ ey))
-    if denom < 1e-12:
-        return {"rho": None, "p": None, "n": n, "df": df, "covariates_used": k}
-    r = float(np.clip((ex @ ey) / denom, -1.0, 1.0))
-    if abs(r) >= 1.0:
-        p = 0.0
-    else:
-        t = r * math.sqrt(df / (1.0 - r * r))
-        p = float(2.0 * stats.t.sf(abs(t), df))
-    return {"rho": r, "p": p, "n": n, "df": df, "covariates_used": k}
-
-
 @dataclass
 class OLSFit:
-    r2: float | None
+    r2: float | None  # None when y is constant
     rss: float
     n: int
     n_params: int  # rank of the design matrix (intercept included)
+    tss: float = 0.0
+
+
+def _is_constant(y: np.ndarray) -> bool:
+    return len(y) == 0 or float(((y - y.mean()) ** 2).sum()) <= 1e-12 * max(1.0, float((y * y).sum()))
 
 
 def ols(y: np.ndarray, X: np.ndarray) -> OLSFit:
@@ -115,8 +62,18 @@ def ols(y: np.ndarray, X: np.ndarray) -> OLSFit:
     resid = y - X @ beta
     rss = float(resid @ resid)
     tss = float(((y - y.mean()) ** 2).sum())
-    r2 = None if tss <= 0 else 1.0 - rss / tss
-    return OLSFit(r2=r2, rss=rss, n=len(y), n_params=int(np.linalg.matrix_rank(X)))
+    r2 = None if _is_constant(y) else 1.0 - rss / tss
+    return OLSFit(r2=r2, rss=rss, n=len(y), n_params=int(np.linalg.matrix_rank(X)), tss=tss)
+
+
+def fit_guard(fit: OLSFit) -> str | None:
+    """Why a fit's R² must not be reported (None: it may): constant y, or n < k + 3 for k predictors."""
+    k = fit.n_params - 1
+    if fit.r2 is None:
+        return "constant y: every case has the same value"
+    if fit.n < k + 3:
+        return f"n = {fit.n} < k + 3 = {k + 3} (k = {k} predictors)"
+    return None
 
 
 def one_hot(levels: Sequence) -> np.ndarray:
@@ -127,44 +84,97 @@ def one_hot(levels: Sequence) -> np.ndarray:
 
 
 def nested_f_test(small: OLSFit, big: OLSFit) -> dict:
-    """F-test of a nested comparison (small ⊂ big): {F, p, df_num, df_den}."""
+    """F-test of a nested comparison (small ⊂ big): {F, p, df_num, df_den, null_reason}.
+
+    Null (with the reason) for a constant y, df_num ≤ 0, df_den ≤ 0, n < k + 3 for the big model's k
+    predictors, or a perfect fit (RSS = 0). Rounding that makes RSS_small < RSS_big gives F = 0."""
     from scipy import stats
 
     df_num = big.n_params - small.n_params
     df_den = big.n - big.n_params
-    if df_num <= 0 or df_den <= 0:
-        return {"F": None, "p": None, "df_num": df_num, "df_den": df_den}
-    if big.rss <= 0:
-        return {"F": None, "p": None, "df_num": df_num, "df_den": df_den}
-    F = ((small.rss - big.rss) / df_num) / (big.rss / df_den)
-    return {"F": float(F), "p": float(stats.f.sf(F, df_num, df_den)), "df_num": df_num, "df_den": df_den}
+    out = {"F": None, "p": None, "df_num": df_num, "df_den": df_den, "null_reason": None}
+    if big.r2 is None:
+        out["null_reason"] = "constant y: every case has the same value"
+    elif df_num <= 0:
+        out["null_reason"] = f"df_num = {df_num} <= 0: the larger model adds no column"
+    elif df_den <= 0:
+        out["null_reason"] = f"df_den = {df_den} <= 0: no residual degrees of freedom"
+    elif big.n < big.n_params - 1 + 3:
+        out["null_reason"] = f"n = {big.n} < k + 3 = {big.n_params + 2} (k = {big.n_params - 1} predictors)"
+    elif big.rss <= 1e-12 * max(big.tss, 1e-300):
+        out["null_reason"] = "perfect fit (RSS = 0): F is undefined"
+    if out["null_reason"]:
+        return out
+    F = max(0.0, ((small.rss - big.rss) / df_num) / (big.rss / df_den))
+    out.update(F=float(F), p=float(stats.f.sf(F, df_num, df_den)))
+    return out
 
 
-def hase_regressions(success: Sequence[float], layer: Sequence[int], tracing: Sequence[float]) -> dict:
+def _weighted_r2(W: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """R² of the weighted least-squares fit of y on X in every replicate (nan where y is constant)."""
+    XW = X[None, :, :] * W[:, :, None]
+    beta = np.einsum("bpq,bq->bp", np.linalg.pinv(np.einsum("bnp,nq->bpq", XW, X)), np.einsum("bnp,n->bp", XW, y))
+    resid = y[None, :] - beta @ X.T
+    sw = W.sum(axis=1, keepdims=True)
+    ybar = (W @ y)[:, None] / np.where(sw > 0, sw, np.nan)
+    tss = (W * (y[None, :] - ybar) ** 2).sum(axis=1)
+    rss = (W * resid ** 2).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r2 = 1.0 - rss / tss
+    r2[tss <= 1e-12] = np.nan
+    return r2
+
+
+REGRESSION_FITS = ("r2_layer", "r2_tracing", "r2_layer_x_tracing", "delta_r2_tracing_over_layer")
+
+
+def hase_regressions(success: Sequence[float], layer: Sequence[int], tracing: Sequence[float],
+                     clusters: Sequence | None = None, n_boot: int = 0, seed: int = 0, level: float = 0.95) -> dict:
     """Hase et al.'s three fits of edit success: ~ layer (one-hot), ~ tracing effect, ~ layer * tracing.
 
-    Returns each R², the ΔR² that tracing (and its interaction with layer) adds to layer alone, and the
-    nested F-test of layer ⊂ layer * tracing.
+    Returns each R², the ΔR² that tracing (and its interaction with layer) adds to layer alone, the nested
+    F-test of layer ⊂ layer * tracing, and `null_reasons` for every fit that is not reported. With
+    `clusters` (the subject of each case) and n_boot > 0, `ci` holds cluster-bootstrap percentile CIs of
+    the R²s and ΔR² (each case is one edit; a fact's edits at several layers stay together).
     """
-    y, lay, te = _finite(success, layer, tracing)
+    from kdel.stats.bootstrap import cluster_weights, percentile_ci
+
+    cols = [np.asarray([np.nan if v is None else v for v in c], dtype=np.float64) for c in (success, layer, tracing)]
+    ok = np.isfinite(cols[0]) & np.isfinite(cols[1]) & np.isfinite(cols[2])
+    y, lay, te = (c[ok] for c in cols)
     n = len(y)
-    out = {"n": n, "r2_layer": None, "r2_tracing": None, "r2_layer_x_tracing": None, "delta_r2_tracing_over_layer": None,
-           "f_test": {"F": None, "p": None, "df_num": 0, "df_den": 0}, "n_layers": len(set(lay.tolist()))}
+    cl = [c for c, k in zip(clusters, ok) if k] if clusters is not None else None
+    out = {"n": n, "n_subjects": len({str(c) for c in cl}) if cl is not None else None,
+           "r2_layer": None, "r2_tracing": None, "r2_layer_x_tracing": None, "delta_r2_tracing_over_layer": None,
+           "f_test": {"F": None, "p": None, "df_num": 0, "df_den": 0, "null_reason": None},
+           "n_layers": len(set(lay.tolist())), "null_reasons": {}, "ci": {}}
     if n < 3:
+        reason = f"n = {n} < 3 cases with a success score and a tracing effect"
+        out["null_reasons"] = {k: reason for k in REGRESSION_FITS}
+        out["f_test"]["null_reason"] = reason
         return out
     ones = np.ones((n, 1))
     L = one_hot(lay.tolist())
-    X_layer = np.hstack([ones, L])
-    X_trace = np.hstack([ones, te[:, None]])
-    X_full = np.hstack([ones, L, te[:, None], L * te[:, None]])
-    f_layer, f_trace, f_full = ols(y, X_layer), ols(y, X_trace), ols(y, X_full)
-    out.update({
-        "r2_layer": f_layer.r2,
-        "r2_tracing": f_trace.r2,
-        "r2_layer_x_tracing": f_full.r2,
-        "delta_r2_tracing_over_layer": (None if f_layer.r2 is None or f_full.r2 is None else f_full.r2 - f_layer.r2),
-        "f_test": nested_f_test(f_layer, f_full),
-    })
+    designs = {"r2_layer": np.hstack([ones, L]), "r2_tracing": np.hstack([ones, te[:, None]]),
+               "r2_layer_x_tracing": np.hstack([ones, L, te[:, None], L * te[:, None]])}
+    fits = {k: ols(y, X) for k, X in designs.items()}
+    for k, f in fits.items():
+        reason = fit_guard(f)
+        if reason:
+            out["null_reasons"][k] = reason
+        else:
+            out[k] = f.r2
+    if out["r2_layer"] is not None and out["r2_layer_x_tracing"] is not None:
+        out["delta_r2_tracing_over_layer"] = out["r2_layer_x_tracing"] - out["r2_layer"]
+    else:
+        out["null_reasons"]["delta_r2_tracing_over_layer"] = (out["null_reasons"].get("r2_layer_x_tracing")
+                                                              or out["null_reasons"].get("r2_layer"))
+    out["f_test"] = nested_f_test(fits["r2_layer"], fits["r2_layer_x_tracing"])
+    if cl is not None and n_boot > 0 and out["n_subjects"] >= 5:
+        W = cluster_weights(cl, n_boot, seed)
+        reps = {k: _weighted_r2(W, X, y) for k, X in designs.items()}
+        reps["delta_r2_tracing_over_layer"] = reps["r2_layer_x_tracing"] - reps["r2_layer"]
+        out["ci"] = {k: list(percentile_ci(reps[k], level)) for k in REGRESSION_FITS if out[k] is not None}
     return out
 
 

@@ -13,7 +13,8 @@ def report_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Report file (default: AUDIT/report.html)."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Plot folder (default: plots/ beside the report)."),
     strict: bool = typer.Option(False, "--strict", help="A truncated or invalid case file is an error (exit 2)."),
-    title: str = typer.Option("kdel deletion audit", "--title", help="The report's title."),
+    title: Optional[str] = typer.Option(None, "--title", help="The report's title (default: the audit config's "
+                                        "title, else one naming a facts-file audit's model and file)."),
     seed: int = typer.Option(0, "--seed", help="Unused (accepted for uniformity; bootstrap seeds come from the audit)."),
     device: str = typer.Option("cpu", "--device", help="Unused (accepted for uniformity)."),
     threads: int = typer.Option(1, "--threads", help="CPU threads."),

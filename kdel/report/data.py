@@ -37,6 +37,10 @@ class AuditData:
     model: dict | None = None  # {"path", "n_layer", "n_embd", "n_head", "params"?} when the model is found
     traces_dir: Path | None = None
     n_planned: int | None = None
+    source: str = "unknown"  # "kg" (a KG bundle), "facts" (a facts file), or "unknown" (not recorded)
+    facts: dict | None = None  # {"path", "n_facts"} for a facts-file audit
+    title: str | None = None  # the audit config's `title`, if any
+    primary: object = None  # the audit config's `primary` (dict or one-line spec), if any
 
     @property
     def ok_cases(self) -> list[dict]:
@@ -158,9 +162,30 @@ def _find_context(audit_dir: Path, config: dict | None) -> tuple[dict | None, di
     return kg, model_info(model_dir), traces
 
 
+def config_value(config: dict | None, key: str):
+    """An optional setting of audit_config.json: at its top level, else inside its `config`."""
+    config = config or {}
+    if config.get(key) is not None:
+        return config[key]
+    return (config.get("config") or {}).get(key)
+
+
+def facts_info(path) -> dict | None:
+    """{"path", "n_facts"} of a facts file (non-empty lines), or None when it is not there."""
+    p = Path(path)
+    try:
+        with p.open(encoding="utf-8") as f:
+            n = sum(1 for line in f if line.strip())
+    except (OSError, UnicodeDecodeError):
+        return None
+    return {"path": str(p), "n_facts": n}
+
+
 def load_audit(audit_dir: Path, label: str | None = None, strict: bool = False, warn=None,
                n_boot: int = 1000) -> AuditData:
-    """Cases (validated; bad files skipped or, with strict, an error), context, and the re-computed summary."""
+    """Cases (validated; bad files skipped or, with strict, an error), context, and the re-computed summary
+    (with the primary hypothesis the audit config declares, if any)."""
+    from kdel.audit.primary import parse_primary
     from kdel.audit.summary import summarize
 
     audit_dir = Path(audit_dir)
@@ -170,8 +195,28 @@ def load_audit(audit_dir: Path, label: str | None = None, strict: bool = False, 
     config = read_json_object(audit_dir / "audit_config.json")
     kg, model, traces = _find_context(audit_dir, config)
     seed = int(((config or {}).get("config") or {}).get("seed", 0) or 0)
-    summary = summarize(cases, seed=seed, n_boot=n_boot)
+    try:
+        primary = parse_primary(config_value(config, "primary"))
+    except UserError as e:
+        raise UserError(f"{audit_dir / 'audit_config.json'}: {e}") from None
+    summary = summarize(cases, seed=seed, n_boot=n_boot, primary=primary)
     summary["skipped_files"] = [{"path": str(s.path), "reason": s.reason} for s in skipped]
     n_planned = config.get("n_cases") if config else None
+    facts_path = (config or {}).get("facts")
+    source = "facts" if facts_path else ("kg" if kg is not None or (config or {}).get("kg_dir") else "unknown")
+    facts = (facts_info(facts_path) or {"path": str(facts_path), "n_facts": None}) if facts_path else None
+    title = config_value(config, "title")
     return AuditData(label=label or _label_for(audit_dir), audit_dir=audit_dir, cases=cases, skipped=skipped,
-                     config=config, summary=summary, kg=kg, model=model, traces_dir=traces, n_planned=n_planned)
+                     config=config, summary=summary, kg=kg if source != "facts" else None, model=model,
+                     traces_dir=traces, n_planned=n_planned, source=source, facts=facts,
+                     title=str(title) if title else None, primary=primary)
+
+
+def popularity_label(audits: list[AuditData], who: str = "subject") -> str:
+    """How popularity is measured in these audits: KG degree, or mentions in a facts file."""
+    sources = {a.source for a in audits}
+    if sources == {"facts"}:
+        return f"{who} popularity (facts mentioning it)"
+    if "facts" in sources:
+        return f"{who} popularity (KG degree or facts-file mentions)"
+    return f"{who} degree (popularity)"

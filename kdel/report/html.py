@@ -1,35 +1,28 @@
 """`render_report`: one self-contained report.html (inline CSS, PNGs as base64 data URIs, no script, no network).
 
-Order: what was done (setup) → headline numbers with CIs → side effects per probe group → the confound
-panel (‖ΔW‖, group sizes, per-fact vs per-edit rates, success vs failure, Spearman / partial Spearman) →
-Hase et al.'s regressions → figures → glossary, skipped files and errors.
+Order: the answer to the primary hypothesis beside the main figure (first screen) → collapsible sections:
+setup → headline numbers → side effects per probe group → the confound panel (‖ΔW‖, group sizes, per-fact
+vs per-edit rates, correlations with CIs and corrections) → Hase et al.'s regressions → figures →
+glossary → skipped files and errors.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as _dt
-import html
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdel.audit.summary import SIDE_GROUPS
 from kdel.errors import UserError
 from kdel.io import atomic_write_text
+from kdel.report.answer import compare_audits, first_screen
 from kdel.report.data import AuditData, SkippedFile, discover_audits, load_audit
+from kdel.report.fmt import esc
 from kdel.report.plots import Plot, write_all_plots
+from kdel.report.sections import _groups, _headline, _setup, section
+from kdel.report.tables import _confounds, _problems, _regressions
 
-CORRELATED = (
-    ("global.mean_p_drop_excluding_target", "mean p drop, all other facts"),
-    ("global.flip_rate_excluding_target", "flip rate, all other facts"),
-    ("same_subject.mean_p_drop", "same_subject mean p drop"),
-    ("same_subject.flip_rate", "same_subject flip rate (per fact)"),
-    ("same_subject.any_broke", "same_subject any broke (per edit)"),
-    ("neighbors_1hop.mean_p_drop", "neighbors_1hop mean p drop"),
-    ("unrelated.mean_p_drop", "unrelated mean p drop"),
-    ("kl.mean", "KL on unrelated prompts"),
-)
+DEFAULT_TITLE = "kdel deletion audit"
 
 
 @dataclass
@@ -38,271 +31,7 @@ class ReportResult:
     plots: list[Plot]
     audits: list[AuditData]
     skipped: list[SkippedFile] = field(default_factory=list)
-
-
-# -- small formatting helpers ----------------------------------------------------------------------------
-def _e(x) -> str:
-    return html.escape(str(x))
-
-
-def num(v, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return str(v)
-    if v != 0 and abs(v) < 1e-3:
-        return f"{v:.1e}"
-    return f"{v:.{digits}f}"
-
-
-def pval(p) -> str:
-    if p is None:
-        return "–"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def ci(m: dict | None, digits: int = 2, pct: bool = False) -> str:
-    """'mean [lo, hi]' from a bootstrap dict (n = 0: '–')."""
-    if not m or m.get("mean") is None:
-        return "–"
-    f = (lambda v: f"{100 * v:.0f}%") if pct else (lambda v: num(v, digits))
-    if m.get("lo") is None or m["lo"] == m["hi"]:
-        return f"{f(m['mean'])}"
-    return f"{f(m['mean'])} <span class=ci>[{f(m['lo'])}, {f(m['hi'])}]</span>"
-
-
-def _table(headers: list[str], rows: list[list[str]], cls: str = "") -> str:
-    th = "".join(f"<th>{h}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table class='{cls}'><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def series_of(a: AuditData) -> list[tuple[str, str]]:
-    return sorted({(c["spec"]["method"], c["spec"]["site"]) for c in a.cases})
-
-
-def cell(a: AuditData, method: str, site: str, outcome: str = "all", layer="all", bin_by: str = "subject",
-         b="all") -> dict | None:
-    for c in (a.summary or {}).get("cells", []):
-        if (c["method"], c["site"], c["layer"], c["bin_by"], c["bin"], c["outcome"]) == \
-                (method, site, layer, bin_by, b, outcome):
-            return c
-    return None
-
-
-def _metric(c: dict | None, key: str) -> dict | None:
-    return None if c is None else c["metrics"].get(key)
-
-
-def _sname(method: str, site: str) -> str:
-    return f"{_e(method)} <span class=site>@ {_e(site)}</span>"
-
-
-# -- sections ------------------------------------------------------------------------------------------------
-def _setup(audits: list[AuditData]) -> str:
-    rows = []
-    for a in audits:
-        cfg = (a.config or {}).get("config") or {}
-        kg, m = a.kg or {}, a.model or {}
-        layers_used = sorted({c["spec"]["layer"] for c in a.cases})
-        kg_txt = (f"{_e(kg.get('topology', '?')).upper()}: {kg.get('entities')} entities, {kg.get('relations')} "
-                  f"relations, {kg.get('triples')} facts; degree mean {num(kg.get('mean_degree'), 1)}, max "
-                  f"{kg.get('max_degree')}") if kg else "(KG bundle not found beside the audit)"
-        if m:
-            params = m.get("train_n_params")
-            model_txt = (f"{_e(m.get('model_type'))}, {m.get('n_layer')} layers, width {m.get('n_embd')}, "
-                         f"{m.get('n_head')} heads" + (f", {params / 1e6:.2f} M params" if params else "")
-                         + (f"; trained {m['train_steps']} steps" if m.get("train_steps") else ""))
-        else:
-            model_txt = "(model directory not found)"
-        present = len(a.cases) + len(a.skipped)
-        planned = a.n_planned
-        rows.append([
-            f"<b>{_e(a.label)}</b>", kg_txt, model_txt,
-            ", ".join(_e(x) for x in sorted({c["spec"]["method"] for c in a.cases})),
-            ", ".join(_e(x) for x in sorted({c["spec"]["objective"] for c in a.cases})),
-            ", ".join(_e(x) for x in sorted({c["spec"]["site"] for c in a.cases})),
-            f"{_e(cfg.get('layers', '?'))} → used {', '.join(map(str, layers_used))}",
-            f"{len(a.cases)}" + (f" of {planned} planned" if planned is not None and planned != present else "")
-            + (f", {len(a.skipped)} file(s) skipped" if a.skipped else ""),
-            f"{cfg.get('per_bin', '?')} per bin × {cfg.get('n_bins', '?')} {_e(cfg.get('stratify', 'subject'))} "
-            f"popularity bins (rank quantiles of degree)",
-        ])
-    headers = ["graph", "knowledge graph", "model", "methods", "objective", "edit sites", "layers", "cases",
-               "sampling"]
-    t = _table(headers, rows)
-    hp_rows = []
-    for a in audits:
-        for method, v in sorted({c["spec"]["method"]: c["spec"]["hparams"] for c in a.cases}.items()):
-            hp_rows.append([_e(a.label), _e(method), f"<code>{_e(_short_hparams(v, 400))}</code>"])
-    return (f"<h2 id=setup>1. Setup: what was deleted, and how</h2>{t}"
-            "<p class=note>Each case deletes one fact (subject, relation, object) from the model with one method at one "
-            "layer and edit site, measures every probe group in one batched pass, and reverts the weights "
-            "(checked bit for bit). <i>auto</i> layers are the traced MLP peak at the edit site.</p>"
-            f"<details><summary>Hyperparameters</summary>{_table(['graph', 'method', 'hyperparameters'], hp_rows)}"
-            "</details>")
-
-
-def _short_hparams(hp: dict, limit: int = 160) -> str:
-    txt = ", ".join(f"{k}={v}" for k, v in sorted(hp.items()))
-    return txt if len(txt) <= limit else txt[: limit - 1] + "…"
-
-
-def _headline(audits: list[AuditData]) -> str:
-    rows = []
-    for a in audits:
-        for method, site in series_of(a):
-            allc = cell(a, method, site, "all")
-            n_err = sum(1 for c in a.cases if c["status"] != "ok" and (c["spec"]["method"], c["spec"]["site"])
-                        == (method, site))
-            n_wreck = sum(1 for c in a.ok_cases if c["wrecked"] and (c["spec"]["method"], c["spec"]["site"])
-                          == (method, site))
-            rows.append([
-                _e(a.label), _sname(method, site), str(allc["n"] if allc else 0) + (f" (+{n_err} errors)" if n_err else ""),
-                ci(_metric(allc, "efficacy.success"), pct=True),
-                ci(_metric(allc, "efficacy.target_recall_after")),
-                ci(_metric(allc, "efficacy.paraphrase_recall_after")),
-                ci(_metric(allc, "global.acc_drop"), 3),
-                ci(_metric(allc, "unrelated.acc_after_recalled"), 3),
-                ci(_metric(allc, "kl.mean"), 3),
-                f"{n_wreck}",
-            ])
-    headers = ["graph", "method @ site", "cases", "deletion success", "target recall after (0 best)",
-               "paraphrase recall after", "global accuracy drop", "unrelated accuracy after", "KL (unrelated)",
-               "wrecked"]
-    return (f"<h2 id=headline>2. Headline numbers</h2>{_table(headers, rows, 'num')}"
-            "<p class=note>Means over all cases with 95% bootstrap CIs in brackets. <i>Deletion success</i>: the object "
-            "is no longer recalled (whole-object top-1) from the canonical prompt. <i>Global accuracy drop</i>: "
-            "recall over every fact of the KG, before minus after. <i>Wrecked</i>: cases whose unrelated-sample "
-            "accuracy fell below 0.9 (they do not count as successful deletions in benchmarks).</p>")
-
-
-def _groups(audits: list[AuditData]) -> str:
-    parts = ["<h2 id=groups>3. What broke: side effects per probe group</h2>"
-             "<p class=note>Successful deletions only (a failed edit's side effects are not those of a deletion; "
-             "failed ones are in the confound panel). Per group: mean number of its facts recalled before the "
-             "edit (the denominator), per-fact flip rate (correct → wrong), per-edit rate that <i>any</i> fact of "
-             "the group broke, and the mean drop of p(true object).</p>"]
-    for a in audits:
-        for method, site in series_of(a):
-            c = cell(a, method, site, "success")
-            if c is None:
-                parts.append(f"<div class=gbox><h3>{_e(a.label)} — {_sname(method, site)}</h3>"
-                             "<p>No successful deletion.</p></div>")
-                continue
-            rows = []
-            for g in ("target", "paraphrase") + SIDE_GROUPS:
-                rows.append([g, ci(_metric(c, f"{g}.size"), 1), ci(_metric(c, f"{g}.flip_rate"), pct=True),
-                             ci(_metric(c, f"{g}.any_broke"), pct=True), ci(_metric(c, f"{g}.mean_p_drop"), 3)])
-            parts.append(f"<div class=gbox><h3>{_e(a.label)} — {_sname(method, site)} <span class=n>(n = {c['n']} "
-                         f"successful deletions)</span></h3>"
-                         + _table(["probe group", "facts per case", "flip rate (per fact)", "any broke (per edit)",
-                                   "mean p drop"], rows, "num") + "</div>")
-    return parts[0] + "<div class=grid>" + "".join(parts[1:]) + "</div>"
-
-
-def _confounds(audits: list[AuditData]) -> str:
-    parts = ["<h2 id=confounds>4. Confound panel: is it popularity, or something that comes with it?</h2>"]
-    # 4a: delta norm, success vs failure
-    rows = []
-    for a in audits:
-        for method, site in series_of(a):
-            row = [_e(a.label), _sname(method, site)]
-            for outcome in ("success", "failed"):
-                c = cell(a, method, site, outcome)
-                row += [str(c["n"]) if c else "0", ci(_metric(c, "delta_norm"), 3),
-                        ci(_metric(c, "global.mean_p_drop_excluding_target"), 3),
-                        ci(_metric(c, "global.flip_rate_excluding_target"), pct=True)]
-            rows.append(row)
-    parts.append("<h3>4a. Edit size ‖ΔW‖ and side effects, successful vs failed deletions</h3>" + _table(
-        ["graph", "method @ site", "n success", "‖ΔW‖", "mean p drop (others)", "flip rate (others)",
-         "n failed", "‖ΔW‖", "mean p drop (others)", "flip rate (others)"], rows, "num"))
-    # 4b: group sizes and per-fact vs per-edit rates per popularity bin
-    rows = []
-    for a in audits:
-        for method, site in series_of(a):
-            for b in _bins(a):
-                c = cell(a, method, site, "success", layer="all", b=b)
-                call = cell(a, method, site, "all", layer="all", b=b)
-                if call is None:
-                    continue
-                rows.append([_e(a.label), _sname(method, site), str(b),
-                             num(_median_degree(a, method, site, b), 1), str(call["n"]), str(c["n"] if c else 0),
-                             ci(_metric(call, "same_subject.size"), 1), ci(_metric(call, "neighbors_1hop.size"), 1),
-                             ci(_metric(c, "same_subject.flip_rate"), pct=True),
-                             ci(_metric(c, "same_subject.any_broke"), pct=True),
-                             ci(_metric(c, "neighbors_1hop.flip_rate"), pct=True),
-                             ci(_metric(c, "neighbors_1hop.any_broke"), pct=True),
-                             ci(_metric(call, "delta_norm"), 3)])
-    parts.append(
-        "<h3>4b. Group sizes and per-fact vs per-edit rates by subject popularity bin</h3>"
-        "<p class=note>Hubs have many more same-subject and neighbouring facts, so the per-edit rate “any fact of "
-        "the group broke” rises with degree even when the per-fact flip rate is flat. Sizes and ‖ΔW‖ over all "
-        "cases; rates over successful deletions.</p>"
-        + _table(["graph", "method @ site", "bin", "median degree", "cases", "successful", "same_subject size",
-                  "neighbors_1hop size", "same_subject flip (per fact)", "same_subject any broke (per edit)",
-                  "1-hop flip (per fact)", "1-hop any broke (per edit)", "‖ΔW‖"], rows, "num"))
-    # 4c: correlations, successful and failed deletions in separate tables
-    tables = {}
-    for outcome in ("success", "failed"):
-        rows = []
-        for a in audits:
-            for r in (a.summary or {}).get("correlations", []):
-                if r["vs"] != "subject_degree" or r["outcome"] != outcome:
-                    continue
-                label = dict(CORRELATED).get(r["metric"])
-                if label is None:
-                    continue
-                sig = " class=sig" if r["partial_p"] is not None and r["partial_p"] < 0.05 else ""
-                rows.append([_e(a.label), _sname(r["method"], r["site"]), _e(label), str(r["n"]),
-                             num(r["rho"], 2), pval(r["p"]), f"<span{sig}>{num(r['partial_rho'], 2)}</span>",
-                             pval(r["partial_p"]), _e(", ".join(r["controls"]))])
-        tables[outcome] = _table(["graph", "method @ site", "side effect", "n", "ρ", "p", "partial ρ", "partial p",
-                                  "controls"], rows, "num") if rows else "<p>No such deletions.</p>"
-    parts.append(
-        "<h3>4c. Spearman correlation of side effects with subject degree</h3>"
-        "<p class=note>The partial Spearman correlation (rank residuals, t-test) controls for ‖ΔW‖ and, for group "
-        "metrics, for the group's size; a correlation that survives both is not explained by bigger edits or "
-        "bigger groups. Highlighted: partial p &lt; 0.05. ρ is undefined (–) where a variable is constant (e.g. no "
-        "flip at all). Object-degree correlations are in summary.json.</p>"
-        f"<h4>Successful deletions</h4>{tables['success']}"
-        f"<details><summary>Failed deletions (not deletions: their side effects are listed apart)</summary>"
-        f"{tables['failed']}</details>")
-    return "".join(parts)
-
-
-def _bins(a: AuditData) -> list[int]:
-    return sorted({int(c["fact"]["subject_bin"]) for c in a.ok_cases})
-
-
-def _median_degree(a: AuditData, method: str, site: str, b: int) -> float | None:
-    import statistics
-
-    d = [c["fact"]["subject_degree"] for c in a.ok_cases
-         if (c["spec"]["method"], c["spec"]["site"]) == (method, site) and int(c["fact"]["subject_bin"]) == b]
-    return float(statistics.median(d)) if d else None
-
-
-def _regressions(audits: list[AuditData]) -> str:
-    rows = []
-    for a in audits:
-        for r in (a.summary or {}).get("regressions", []):
-            f = r.get("f_test") or {}
-            rows.append([_e(a.label), _sname(r["method"], r["site"]), _e(r["objective"]), _e(r["y"]), str(r["n"]),
-                         str(r.get("n_layers")), num(r["r2_layer"]), num(r["r2_tracing"]),
-                         num(r["r2_layer_x_tracing"]), num(r["delta_r2_tracing_over_layer"]),
-                         (num(f.get("F"), 2) + f" ({f.get('df_num')}, {f.get('df_den')})") if f.get("F") is not None
-                         else "–", pval(f.get("p"))])
-    return ("<h2 id=hase>5. Does localization inform editing? (Hase et al.'s regressions)</h2>"
-            "<p class=note>Three least-squares fits of edit success on the edited layer (one-hot), on the causal "
-            "tracing effect at that layer (MLP, window 5, max over tokens), and on layer × tracing effect. ΔR² is "
-            "what tracing adds to layer alone; F and p test that nested comparison. With <i>auto</i> layers a "
-            "single fact has one layer, so layer and tracing are confounded: run <code>--layers all</code> for "
-            "the sweep Hase et al. used.</p>"
-            + _table(["graph", "method @ site", "objective", "success measure", "n", "layers", "R² layer",
-                      "R² tracing", "R² layer×tracing", "ΔR² (tracing over layer)", "F (df)", "p"], rows, "num"))
+    comparisons: list[dict] = field(default_factory=list)
 
 
 def _img(path: Path) -> str:
@@ -311,54 +40,48 @@ def _img(path: Path) -> str:
 
 
 def _figures(plots: list[Plot]) -> str:
-    parts = ["<h2 id=figures>6. Figures</h2>"]
-    main = [p for p in plots if not p.name.startswith("trace_") or p.name == "trace_layer_profiles"]
+    parts = []
+    main = [p for p in plots if p.name != "primary" and (not p.name.startswith("trace_")
+                                                         or p.name == "trace_layer_profiles")]
     examples = [p for p in plots if p.name.startswith("trace_") and p.name != "trace_layer_profiles"]
     for p in main:
-        parts.append(f"<figure id='fig-{_e(p.name)}'><figcaption><b>{_e(p.title)}.</b> {_e(p.caption)} "
-                     f"<span class=file>plots/{_e(p.path.name)}</span></figcaption>"
-                     f"<img alt='{_e(p.title)}' src='{_img(p.path)}'></figure>")
+        parts.append(f"<figure id='fig-{esc(p.name)}'><figcaption><b>{esc(p.title)}.</b> {esc(p.caption)} "
+                     f"<span class=file>plots/{esc(p.path.name)}</span></figcaption>"
+                     f"<img alt='{esc(p.title)}' src='{_img(p.path)}'></figure>")
     if examples:
         parts.append("<h3>Example causal-tracing heatmaps (most and least popular traced subject per graph)</h3>"
                      "<div class=grid>")
         for p in examples:
-            parts.append(f"<figure class=small id='fig-{_e(p.name)}'><img alt='{_e(p.title)}' src='{_img(p.path)}'>"
-                         f"<figcaption><b>{_e(p.title)}</b>: {_e(p.caption)}</figcaption></figure>")
+            parts.append(f"<figure class=small id='fig-{esc(p.name)}'><img alt='{esc(p.title)}' src='{_img(p.path)}'>"
+                         f"<figcaption><b>{esc(p.title)}</b>: {esc(p.caption)}</figcaption></figure>")
         parts.append("</div>")
-    return "".join(parts)
+    return section("figures", "6. Figures", "".join(parts), open_=True)
 
 
-def _glossary() -> str:
+def _glossary(audits: list[AuditData]) -> str:
+    kg = all(a.source == "kg" for a in audits)
     items = [
         ("target / paraphrase", "the deleted fact with its training templates / held-out templates"),
         ("same_subject, same_object, subject_as_object", "other facts sharing the subject, sharing the object, "
          "or whose object is the deleted fact's subject"),
-        ("neighbors_1hop / neighbors_2hop", "facts whose subject is 1 / 2 steps from the subject in the KG"),
+        ("neighbors_1hop / neighbors_2hop", "facts whose subject is 1 / 2 steps from the subject"
+         + (" (in the KG)" if kg else " (entities linked by a fact)")),
         ("same_relation", "the same relation with other subjects; unrelated: a fixed random sample at distance ≥ 3"),
         ("flip rate", "share of the group's facts recalled before the edit and not after (per fact)"),
         ("any broke", "1 if at least one fact of the group flipped (per edit; grows with group size)"),
         ("mean p drop", "mean over recalled facts of p(true object) before minus after (continuous; ties-free)"),
         ("‖ΔW‖", "Frobenius norm of the weight change, all touched matrices (huge values flag ROME's "
          "“disabling edits”; compare rome with r-rome)"),
-        ("popularity", "subject degree in the KG (triples mentioning the entity); bins are rank quantiles"),
+        ("popularity", ("subject degree in the KG (triples mentioning the entity)" if kg else
+                        "the facts file's popularity field, else the number of its lines mentioning the subject")
+         + "; bins are rank quantiles"),
+        ("ρ, CI, p", "Spearman correlation over deleted facts (each fact once); 95% CI and p by a cluster "
+         "bootstrap that resamples subjects; Holm p and BH q adjust for every test of the summary"),
+        ("hubs − rest", "mean of a side effect over facts whose subject is in the top decile of popularity, "
+         "minus the other facts' mean: the effect in the metric's own units"),
     ]
-    return ("<h2 id=glossary>7. Glossary</h2><dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items)
-            + "</dl>")
-
-
-def _problems(audits: list[AuditData]) -> str:
-    rows = []
-    for a in audits:
-        for s in a.skipped:
-            rows.append([_e(a.label), "skipped file", f"<code>{_e(s.path)}</code>", _e(s.reason)])
-        for c in a.cases:
-            if c["status"] != "ok":
-                rows.append([_e(a.label), "case error", f"<code>{_e(c['case_id'])}</code> "
-                             f"({_e(c['spec']['method'])}, fact {c['fact']['id']})", _e(c.get("error", ""))])
-    if not rows:
-        return "<h2 id=problems>8. Skipped files and errors</h2><p>None: every case file was valid and every case ran.</p>"
-    return ("<h2 id=problems>8. Skipped files and errors</h2><p class=warn>These are not in any number above.</p>"
-            + _table(["graph", "kind", "what", "why"], rows))
+    return section("glossary", "7. Glossary",
+                   "<dl>" + "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items) + "</dl>")
 
 
 CSS = """
@@ -381,6 +104,14 @@ figcaption{font-size:13px;color:#333}
 .toc a{margin-right:14px}.cards{display:flex;gap:12px;flex-wrap:wrap;margin:12px 0}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;background:#f8fafc;min-width:200px}
 .card b{font-size:20px;display:block}code{font-size:11.5px}dt{font-weight:bold;margin-top:6px}dd{margin-left:18px}
+details.section{margin-top:18px}details.section>summary{cursor:pointer;list-style-position:outside}
+details.section>summary h2{display:inline-block;margin:18px 0 6px}
+.answer{display:flex;gap:18px;align-items:flex-start;flex-wrap:wrap;margin-top:8px}
+.answer-text{flex:1 1 380px;min-width:340px}.answer h2{margin-top:6px}
+.answer figure.main{flex:1 1 600px;margin:0}.hyp{font-size:12.5px;color:#444}
+.verdict{border-left:5px solid #9aa3ad;background:#f6f7f9;padding:8px 12px;margin:10px 0;font-size:14.5px}
+.verdict.yes{border-left-color:#1a7f37;background:#eef8f0}
+ul.facts{margin:6px 0 0 0;padding-left:18px;font-size:12.5px;color:#333}.hi{color:#b00020;font-weight:bold}
 """
 
 
@@ -389,27 +120,61 @@ def _cards(audits: list[AuditData]) -> str:
     for a in audits:
         s = a.summary or {}
         n_ok = s.get("n_ok", 0)
-        out.append(f"<div class=card>{_e(a.label)}<b>{s.get('n_success', 0)} / {n_ok}</b>deletions succeeded"
+        out.append(f"<div class=card>{esc(a.label)}<b>{s.get('n_success', 0)} / {n_ok}</b>deletions succeeded"
                    f"<br>{s.get('n_wrecked', 0)} wrecked the model, {s.get('n_error', 0)} errors</div>")
     return "<div class=cards>" + "".join(out) + "</div>"
 
 
-def build_html(audits: list[AuditData], plots: list[Plot], title: str = "kdel deletion audit") -> str:
+def report_title(audits: list[AuditData], title: str | None = None) -> str:
+    """The explicit title, else the audit config's `title`, else one naming the model and facts file (a
+    facts-file audit), else the default."""
+    if title:
+        return title
+    for a in audits:
+        if a.title:
+            return a.title
+    a = audits[0]
+    if a.source == "facts":
+        model = Path(str((a.model or {}).get("path") or (a.config or {}).get("model_dir") or "model")).name
+        facts = Path(str((a.facts or {}).get("path") or "facts")).name
+        return f"Deletion audit: {model} on {facts}"
+    return DEFAULT_TITLE
+
+
+def _intro(audits: list[AuditData]) -> str:
+    sources = {a.source for a in audits}
+    if sources == {"kg"}:
+        return ("Knowledge was deleted from language models trained on synthetic knowledge graphs; this report "
+                "answers the audit's primary question first, then says what was deleted, how, what else broke, "
+                "and whether the subject's popularity or the edited layer mattered.")
+    if sources == {"facts"}:
+        return ("Facts from a facts file were deleted from a language model one at a time; this report answers "
+                "the audit's primary question first, then says what was deleted, how, what else broke, and "
+                "whether the subject's popularity or the edited layer mattered.")
+    return ("Facts were deleted from language models one at a time; this report answers the audit's primary "
+            "question first, then says what was deleted, how, what else broke, and whether the subject's "
+            "popularity or the edited layer mattered.")
+
+
+def build_html(audits: list[AuditData], plots: list[Plot], title: str | None = None,
+               comparisons: list[dict] | None = None) -> str:
+    title = report_title(audits, title)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    sources = ", ".join(f"{_e(a.label)}: <code>{_e(a.audit_dir)}</code>" for a in audits)
+    sources = ", ".join(f"{esc(a.label)}: <code>{esc(a.audit_dir)}</code>" for a in audits)
     toc = "".join(f"<a href='#{i}'>{t}</a>" for i, t in (
-        ("setup", "Setup"), ("headline", "Headline"), ("groups", "Probe groups"), ("confounds", "Confounds"),
-        ("hase", "Hase regressions"), ("figures", "Figures"), ("glossary", "Glossary"), ("problems", "Errors")))
+        ("answer", "Answer"), ("setup", "Setup"), ("headline", "Headline"), ("groups", "Probe groups"),
+        ("confounds", "Confounds"), ("hase", "Hase regressions"), ("figures", "Figures"), ("glossary", "Glossary"),
+        ("problems", "Errors")))
+    main = next((p for p in plots if p.name == "primary"), None)
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset='utf-8'>"
-        f"<meta name=viewport content='width=device-width, initial-scale=1'><title>{_e(title)}</title>"
+        f"<meta name=viewport content='width=device-width, initial-scale=1'><title>{esc(title)}</title>"
         f"<style>{CSS}</style></head><body>"
-        f"<h1>{_e(title)}</h1><p class=note>Generated {now} from the case files of {sources}. Knowledge was "
-        "deleted from language models trained on synthetic knowledge graphs; this report says what was deleted, "
-        "how, what else broke, and whether the subject's popularity or the edited layer mattered.</p>"
-        f"<p class=toc>{toc}</p>{_cards(audits)}"
+        f"<h1>{esc(title)}</h1><p class=note>{_intro(audits)} Generated {now} from the case files of {sources}.</p>"
+        + first_screen(audits, comparisons or [], main)
+        + f"<p class=toc>{toc}</p>{_cards(audits)}"
         + _setup(audits) + _headline(audits) + _groups(audits) + _confounds(audits) + _regressions(audits)
-        + _figures(plots) + _glossary() + _problems(audits) + "</body></html>\n"
+        + _figures(plots) + _glossary(audits) + _problems(audits) + "</body></html>\n"
     )
 
 
@@ -440,17 +205,20 @@ def load_audits(audit_dirs, strict: bool = False, warn=None, n_boot: int = 1000)
     return audits
 
 
-def render_report(audit_dirs, out_html, plots_dir=None, strict: bool = False, title: str = "kdel deletion audit",
-                  warn=None, audits: list[AuditData] | None = None) -> ReportResult:
+def render_report(audit_dirs, out_html, plots_dir=None, strict: bool = False, title: str | None = None,
+                  warn=None, audits: list[AuditData] | None = None, n_boot: int = 1000) -> ReportResult:
     """Re-compute the summaries from the case files, draw the plots, write one self-contained report.html.
 
     `audit_dirs`: an audit directory, a pipeline run directory (its */audit), a list of them, or a mapping
     {label: audit dir}. A bad case file is named in a one-line warning and skipped (`strict`: UserError).
+    `title`: None takes the audit config's `title` (else a default naming a facts-file audit's model and
+    file). With two or more audits the first screen compares them (kdel.audit.compare.compare_graphs).
     """
     out_html = Path(out_html)
     if audits is None:
-        audits = load_audits(audit_dirs, strict=strict, warn=warn)
+        audits = load_audits(audit_dirs, strict=strict, warn=warn, n_boot=n_boot)
+    comparisons = compare_audits(audits, n_boot=n_boot)
     plots_dir = Path(plots_dir) if plots_dir is not None else out_html.parent / "plots"
-    plots = write_all_plots(audits, plots_dir)
-    atomic_write_text(out_html, build_html(audits, plots, title))
-    return ReportResult(out_html, plots, audits, [s for a in audits for s in a.skipped])
+    plots = write_all_plots(audits, plots_dir, comparisons)
+    atomic_write_text(out_html, build_html(audits, plots, title, comparisons))
+    return ReportResult(out_html, plots, audits, [s for a in audits for s in a.skipped], comparisons)

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import io
 import math
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from kdel.audit.stats import bootstrap_ci, spearman
-from kdel.audit.summary import SIDE_GROUPS, case_metrics
+from kdel.audit.metrics import SIDE_GROUPS, case_metrics
 from kdel.io import atomic_write_bytes
-from kdel.report.data import AuditData
+from kdel.report.data import AuditData, popularity_label
+from kdel.report.plot_stats import _binned, _rho_note, cluster_ci, fact_rho, summary_rho
 
 DPI = 90
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -81,10 +79,6 @@ def _values(cases: list[dict], metric: str) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
-def _p(p: float | None) -> str:
-    return "p=–" if p is None else ("p<0.001" if p < 0.001 else f"p={p:.2g}")
-
-
 def _legend_handles(keys: list[str], colors: dict[str, str]):
     from matplotlib.lines import Line2D
 
@@ -92,20 +86,6 @@ def _legend_handles(keys: list[str], colors: dict[str, str]):
     handles += [Line2D([], [], color="#444", ls="-", marker="o"),
                 Line2D([], [], color="#444", ls="--", marker="o", mfc="none")]
     return handles, list(keys) + ["successful deletions", "failed deletions"]
-
-
-def _binned(cases: list[dict], metric: str, seed: int = 0) -> list[tuple[float, dict]]:
-    """(median subject degree of the bin, bootstrap mean/CI of `metric`) per subject popularity bin."""
-    bins: dict[int, list[dict]] = {}
-    for c in cases:
-        bins.setdefault(int(c["fact"]["subject_bin"]), []).append(c)
-    out = []
-    for b in sorted(bins):
-        cs = bins[b]
-        ci = bootstrap_ci(list(_values(cs, metric)), seed=seed)
-        if ci["mean"] is not None:
-            out.append((float(np.median([c["fact"]["subject_degree"] for c in cs])), ci))
-    return out
 
 
 def _empty(ax, text: str) -> None:
@@ -148,9 +128,10 @@ def plot_side_effect_vs_degree(audits: list[AuditData], path: Path) -> Plot:
                     err = [[m - (p[1]["lo"] if p[1]["lo"] is not None else m) for m, p in zip(ms, pts)],
                            [(p[1]["hi"] if p[1]["hi"] is not None else m) - m for m, p in zip(ms, pts)]]
                     ax.errorbar(xs, ms, yerr=err, color=colors[k], ls=ls, lw=1.6, capsize=3, marker="_")
-                sp = spearman(deg[succ], y[succ])
-                if sp["rho"] is not None:
-                    notes.append(f"{k}: ρ={sp['rho']:+.2f} ({_p(sp['p'])})")
+                r = summary_rho(a, cs[0]["spec"], metric)
+                note = r and _rho_note(k, r["rho"], r["ci_lo"], r["ci_hi"], r["n_facts"])
+                if note:
+                    notes.append(note)
             if notes:
                 ax.text(0.02, 0.97, "\n".join(notes), transform=ax.transAxes, va="top", fontsize=7,
                         bbox=dict(boxstyle="round", fc="white", ec="#ccc", alpha=0.85))
@@ -158,7 +139,7 @@ def plot_side_effect_vs_degree(audits: list[AuditData], path: Path) -> Plot:
             if i == 0:
                 ax.set_title(f"{a.label}", fontsize=11, fontweight="bold")
             if i == nrow - 1:
-                ax.set_xlabel("subject degree (popularity)")
+                ax.set_xlabel(popularity_label(audits))
             ax.grid(alpha=0.25)
     handles, labels = _legend_handles(keys, colors)
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
@@ -166,8 +147,9 @@ def plot_side_effect_vs_degree(audits: list[AuditData], path: Path) -> Plot:
     _save(fig, path)
     return Plot("side_effect_vs_degree", path, "Side effect vs subject popularity",
                 "Each point is one deletion case (filled: successful deletion, hollow: failed). Lines: mean per "
-                "subject popularity bin (at the bin's median degree) with 95% bootstrap CIs, solid for successful "
-                "and dashed for failed deletions. ρ: Spearman correlation with degree over successful deletions.")
+                "subject popularity bin (at the bin's median degree), solid for successful "
+                "and dashed for failed deletions (95% cluster-bootstrap CIs over subjects). ρ: Spearman correlation with "
+                "degree over successful deletions, each fact once (mean over its layers), with its 95% CI.")
 
 
 def _bins_of(audits: list[AuditData]) -> list[int]:
@@ -258,8 +240,8 @@ def plot_hase(audits: list[AuditData], path: Path) -> Plot:
             ax_l.scatter(layer + off + _jitter(len(layer), 0.04, gi), y, s=14, marker=m, color=col, alpha=0.45,
                          linewidths=0, label=a.label)
             for lay in sorted(set(layer.tolist())):
-                ci = bootstrap_ci(list(y[layer == lay]))
-                if ci["mean"] is not None:
+                ci = cluster_ci(y[layer == lay], [c for c, keep in zip(cs, layer == lay) if keep])
+                if ci["mean"] is not None and ci["lo"] is not None:
                     ax_l.errorbar([lay + off], [ci["mean"]], yerr=[[ci["mean"] - ci["lo"]], [ci["hi"] - ci["mean"]]],
                                   color=col, marker=m, ms=6, capsize=3, mec="black", lw=1.5)
             reg = _regression(a, cs[0]["spec"], "hase.efficacy_score")
@@ -321,9 +303,9 @@ def plot_delta_norm_vs_degree(audits: list[AuditData], path: Path) -> Plot:
             ax.scatter(x[succ], dn[succ], s=18, color=colors[k], alpha=0.6, linewidths=0, label=f"{k} (success)")
             ax.scatter(x[~succ], dn[~succ], s=18, facecolors="none", edgecolors=colors[k], alpha=0.8,
                        label=f"{k} (failed)")
-            sp = spearman(deg, dn)
-            if sp["rho"] is not None:
-                notes.append(f"{k}: ρ={sp['rho']:+.2f} ({_p(sp['p'])})")
+            note = _rho_note(k, *fact_rho(cs, "delta_norm"))
+            if note:
+                notes.append(note)
         pos = [v for v in all_dn if v > 0]
         if pos and max(pos) / min(pos) > 50:
             ax.set_yscale("log")
@@ -331,7 +313,7 @@ def plot_delta_norm_vs_degree(audits: list[AuditData], path: Path) -> Plot:
             ax.text(0.02, 0.97, "\n".join(notes), transform=ax.transAxes, va="top", fontsize=7,
                     bbox=dict(boxstyle="round", fc="white", ec="#ccc", alpha=0.85))
         ax.set_title(a.label, fontsize=11, fontweight="bold")
-        ax.set_xlabel("subject degree (popularity)")
+        ax.set_xlabel(popularity_label(audits))
         ax.set_ylabel("‖ΔW‖ (Frobenius, all touched matrices)", fontsize=8)
         ax.grid(alpha=0.25)
         if j == len(audits) - 1:
@@ -341,87 +323,26 @@ def plot_delta_norm_vs_degree(audits: list[AuditData], path: Path) -> Plot:
     return Plot("delta_norm_vs_degree", path, "The confound: edit size ‖ΔW‖ vs popularity",
                 "If popular subjects get larger updates, damage that grows with degree may be the edit's size "
                 "rather than popularity itself; the partial Spearman correlations control for ‖ΔW‖. ρ: Spearman "
-                "over all cases of the method (successful and failed).")
+                "over the method's facts (each once, mean ‖ΔW‖ over its layers; successful and failed), with its "
+                "95% cluster-bootstrap CI.")
 
 
-def plot_trace_profiles(audits: list[AuditData], path: Path) -> Plot | None:
-    """Mean normalised effect per layer (MLP / attention / residual) at the last subject token and the last
-    token, over the traced facts of each graph: where the lookup happens."""
-    from kdel.trace import load_traces
+def write_all_plots(audits: list[AuditData], plots_dir: Path, comparisons: list[dict] | None = None) -> list[Plot]:
+    """Every figure of the report, written under `plots_dir`; returned in the report's order (the primary
+    hypothesis's figure first: the report shows it on its first screen)."""
+    from kdel.report.primary_plot import plot_primary
 
-    traced = [(a, load_traces(a.traces_dir)) for a in audits if a.traces_dir is not None]
-    traced = [(a, ts) for a, ts in traced if ts]
-    if not traced:
-        return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(traced), figsize=(5.2 * len(traced) + 0.4, 3.4), squeeze=False)
-    comp_col = {"resid": "#6a3d9a", "mlp": "#33a02c", "attn": "#e31a1c"}
-    for j, (a, ts) in enumerate(traced):
-        ax = axes[0][j]
-        metric = "prob" if "prob" in ts[0].config.metrics else ts[0].config.metrics[0]
-        for comp in ts[0].patched:
-            for site, ls in (("subject_last", "-"), ("last", "--")):
-                rows = [t.layer_profile(comp, metric, t.position(site)) for t in ts if comp in t.patched]
-                if not rows:
-                    continue
-                prof = np.nanmean(np.vstack(rows), axis=0)
-                ax.plot(range(len(prof)), prof, ls=ls, marker="o", ms=3, color=comp_col.get(comp, "#333"),
-                        label=f"{comp} @ {site}")
-        ax.set_title(f"{a.label}: mean over {len(ts)} traced facts ({ts[0].config.corruption}, "
-                     f"{ts[0].config.direction})", fontsize=9)
-        ax.set_xlabel("layer")
-        ax.set_ylabel(f"normalised effect ({metric})", fontsize=8)
-        ax.grid(alpha=0.25)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    _save(fig, path)
-    return Plot("trace_layer_profiles", path, "Where is the fact looked up? Layer profiles of causal tracing",
-                "Mean normalised effect of restoring one component's output (denoising) per layer, at the last "
-                "subject token (solid) and at the prompt's last token (dashed). ROME edits the MLP at the "
-                "subject's peak; in small models trained from scratch the lookup may sit at the last token.")
-
-
-def plot_trace_examples(audits: list[AuditData], plots_dir: Path, per_graph: int = 2,
-                        components: tuple[str, ...] = ("mlp", "resid")) -> list[Plot]:
-    """Example tracing heatmaps (kdel.trace.plots, token labels) of the most and least popular traced subjects."""
-    from kdel.trace import load_traces
-    from kdel.trace.plots import save_heatmaps
-
-    out = []
-    for a in audits:
-        if a.traces_dir is None:
-            continue
-        ts = load_traces(a.traces_dir)
-        if not ts:
-            continue
-        ts = sorted(ts, key=lambda t: (t.subject_popularity, t.fact_id))
-        picks = [ts[-1], ts[0]] if len(ts) > 1 else ts[:1]
-        for t in picks[:per_graph]:
-            with tempfile.TemporaryDirectory() as tmp:
-                for src in save_heatmaps(t, tmp):
-                    comp = src.stem.split("_")[1] if src.stem.count("_") >= 2 else src.stem
-                    if comp not in components:
-                        continue
-                    name = f"trace_{a.label.lower()}_fact{t.fact_id}_{comp}"
-                    dest = Path(plots_dir) / f"{name}.png"
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(src, dest)
-                    out.append(Plot(name, dest, f"{a.label}: fact {t.fact_id}, {comp}",
-                                    f"“{t.prompt} → {t.target}” (subject degree {t.subject_popularity:g}); "
-                                    f"'*' marks subject tokens."))
-    return out
-
-
-def write_all_plots(audits: list[AuditData], plots_dir: Path) -> list[Plot]:
-    """Every figure of the report, written under `plots_dir`; returned in the report's order."""
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
     plots = [
+        plot_primary(audits, plots_dir / "primary.png", comparisons),
         plot_side_effect_vs_degree(audits, plots_dir / "side_effect_vs_degree.png"),
         plot_group_damage_by_bin(audits, plots_dir / "group_damage_by_bin.png"),
         plot_delta_norm_vs_degree(audits, plots_dir / "delta_norm_vs_degree.png"),
         plot_hase(audits, plots_dir / "hase_success_vs_tracing_and_layer.png"),
     ]
+    from kdel.report.trace_plots import plot_trace_examples, plot_trace_profiles
+
     prof = plot_trace_profiles(audits, plots_dir / "trace_layer_profiles.png")
     if prof is not None:
         plots.append(prof)

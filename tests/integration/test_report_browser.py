@@ -66,7 +66,7 @@ def check_report_in_browser(html_path: Path, tmp: Path, screenshot: Path | None 
 
 def test_report_renders_in_headless_chromium(tmp_path):
     from kdel.report.html import render_report
-    from kdel.report.synthetic import synthetic_cases
+    from tests.synthetic_cases import synthetic_cases
     from tests.unit.test_report import write_audit
 
     if chromium_path() is None:

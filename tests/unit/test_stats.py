@@ -152,7 +152,8 @@ def _fake_case(i, degree, p_drop, dnorm, size, success=True):
     return {
         "case_id": f"{i:016x}", "status": "ok", "success": success, "wrecked": False, "delta_norm": dnorm,
         "spec": {"method": "m", "site": "last", "layer": i % 3, "objective": "erase"},
-        "fact": {"subject_degree": degree, "object_degree": 1.0 + (i % 5), "subject_bin": min(4, int(degree) // 8),
+        "fact": {"id": i, "subject": f"S{i // 2}", "subject_degree": degree, "object_degree": 1.0 + (i % 5),
+                 "subject_bin": min(4, int(degree) // 8),
                  "object_bin": i % 5},
         "groups": {"same_subject": group},
         "global": {"acc_drop": 0.0}, "kl": {"mean": 0.01},
@@ -173,10 +174,13 @@ def test_summarize_reports_the_planted_degree_effect_and_ignores_order():
                and r["vs"] == "subject_degree" and r["outcome"] == "all")
     assert row["rho"] == pytest.approx(sps.spearmanr(degree, side).statistic, abs=1e-12)
     assert row["partial_rho"] == pytest.approx(partial_spearman(degree, side, [dnorm, size])["rho"], abs=1e-12)
-    assert row["rho"] > 0.5 and row["p"] < 1e-3
+    assert row["rho"] > 0.5 and row["p"] < 1e-3 and row["p_holm"] >= row["p"] and row["q_bh"] >= row["p"]
+    assert row["n_facts"] == 60 and row["n_subjects"] == 30 and row["layer"] == "per_fact"
+    assert row["ci_lo"] < row["rho"] < row["ci_hi"] and set(row["collinearity"]) == {"delta_norm",
+                                                                                       "same_subject.size"}
     cell = next(c for c in s1["cells"] if c["layer"] == "all" and c["bin"] == "all" and c["bin_by"] == "subject"
                 and c["outcome"] == "all")
-    assert cell["n"] == 60
+    assert cell["n"] == 60 and cell["n_facts"] == 60 and cell["n_subjects"] == 30
     assert cell["metrics"]["same_subject.mean_p_drop"]["mean"] == pytest.approx(side.mean())
     assert not any(c["outcome"] == "failed" for c in s1["cells"])
     assert s1["timing"]["total_case_s"] == pytest.approx(sum(1.0 + i for i in range(60)))

@@ -1,8 +1,9 @@
-"""Synthetic kdel-case/1 documents for tests and demos of the report (no model needed).
+"""Synthetic kdel-case/1 documents for tests of the report and the statistics (no model needed).
 
 `synthetic_cases` plants a degree-dependent side effect (damage grows with the subject's degree when
-`degree_effect` > 0) so plots and statistics have something to show; every document passes
-`kdel.audit.schema.validate_case`.
+`degree_effect` > 0) so plots and statistics have something to show; `planted_cases` gives exact control of
+subjects, their degrees and the same-subject damage (for the inference tests). Hubs contribute several
+facts, as in a real KG. Every document passes `kdel.audit.schema.validate_case`.
 """
 
 from __future__ import annotations
@@ -37,15 +38,15 @@ def _group(rng, n: int, drop: float) -> dict:
 
 def synthetic_case(rng, fact_id: int, method: str, layer: int, degree: int, n_bins: int, subject_bin: int,
                    degree_effect: float = 0.02, site: str = "subject_last", seed: int = 0,
-                   status: str = "ok") -> dict:
+                   status: str = "ok", subject: str | None = None) -> dict:
     """One kdel-case/1 dict with plausible numbers; side effects grow with `degree` * `degree_effect`."""
     cid = hashlib.sha256(f"{fact_id}-{method}-{layer}-{site}-{seed}".encode()).hexdigest()[:16]
     doc = {
         "format": CASE_FORMAT, "kdel_version": "synthetic", "case_id": cid,
         "spec": {"fact_ids": [fact_id], "method": method, "objective": "erase", "layer": layer, "site": site,
                  "hparams": {}, "seed": seed, "new_targets": None, "layer_source": "list"},
-        "fact": {"id": fact_id, "subject": f"Subject {fact_id}", "target": f"Object {fact_id}",
-                 "relation": f"relation_{fact_id % 5}", "prompt": f"Subject {fact_id} works with",
+        "fact": {"id": fact_id, "subject": subject or f"Subject {fact_id}", "target": f"Object {fact_id}",
+                 "relation": f"relation_{fact_id % 5}", "prompt": f"{subject or f'Subject {fact_id}'} works with",
                  "subject_degree": degree, "object_degree": int(rng.integers(1, 12)),
                  "subject_bin": subject_bin, "object_bin": int(rng.integers(0, n_bins)), "n_bins": n_bins,
                  "stratify": "subject"},
@@ -99,16 +100,59 @@ def synthetic_case(rng, fact_id: int, method: str, layer: int, degree: int, n_bi
 
 
 def synthetic_cases(n_facts: int = 20, methods=("rome", "r-rome"), layers=(0, 1, 2), n_bins: int = 5,
-                    degree_effect: float = 0.02, seed: int = 0, n_errors: int = 0) -> list[dict]:
-    """Cases for `n_facts` facts × methods × layers with degrees 1..~40 spread over `n_bins` bins."""
+                    degree_effect: float = 0.02, seed: int = 0, n_errors: int = 0,
+                    sites=("subject_last",)) -> list[dict]:
+    """Cases for `n_facts` facts × methods × sites × layers with subject degrees 2..~41 spread over `n_bins`
+    bins; a subject of degree d contributes 1 + d // 8 facts (at most 4)."""
     rng = np.random.default_rng(seed)
-    degrees = sorted(int(d) for d in rng.zipf(1.8, size=n_facts).clip(1, 40) + 1)
+    facts: list[tuple[int, str]] = []
+    s = 0
+    while len(facts) < n_facts:
+        deg = int(rng.zipf(1.8)) + 1
+        deg = min(deg, 41)
+        for _ in range(min(1 + deg // 8, 4, n_facts - len(facts))):
+            facts.append((deg, f"Subject {s}"))
+        s += 1
+    facts.sort(key=lambda f: f[0])
     out = []
-    for i, deg in enumerate(degrees):
+    for i, (deg, subj) in enumerate(facts):
         b = min(n_bins - 1, i * n_bins // n_facts)
         for m in methods:
-            for layer in layers:
-                out.append(synthetic_case(rng, i, m, layer, deg, n_bins, b, degree_effect, seed=seed))
+            for site in sites:
+                for layer in layers:
+                    out.append(synthetic_case(rng, i, m, layer, deg, n_bins, b, degree_effect, seed=seed, site=site,
+                                              subject=subj))
     for j in range(n_errors):
         out.append(synthetic_case(rng, n_facts + j, methods[0], layers[0], 3, n_bins, 0, status="error", seed=seed))
+    return out
+
+
+def planted_cases(subject_degrees, effect: float, seed: int = 0, facts_per_subject=None, layers=(0,),
+                  method: str = "rome", site: str = "last", subject_sd: float = 0.5, noise_sd: float = 0.5,
+                  effect_fn=np.log, prefix: str = "S", n_bins: int = 5) -> list[dict]:
+    """Cases whose same_subject.mean_p_drop = effect · effect_fn(degree) + u_subject + noise, per fact.
+
+    `subject_degrees`: one degree per subject; `facts_per_subject(degree)` (default 1 + degree // 4, at most
+    6) facts each; the subject effect u ~ N(0, subject_sd²) is shared by a subject's facts (so facts are not
+    independent); every fact is edited at every layer in `layers` with the same value (a repeated edit)."""
+    rng = np.random.default_rng(seed)  # the planted values: independent of how many layers
+    rng_case = np.random.default_rng(seed + 1)  # the rest of each case
+    per = facts_per_subject or (lambda d: min(1 + int(d) // 4, 6))
+    degs = np.asarray(subject_degrees, dtype=float)
+    ranks = np.argsort(np.argsort(degs, kind="stable"), kind="stable")
+    out, fid = [], 0
+    for s, deg in enumerate(degs):
+        u = rng.normal(0, subject_sd)
+        b = int(ranks[s] * n_bins // len(degs))
+        for _ in range(per(deg)):
+            y = float(effect * effect_fn(deg) + u + rng.normal(0, noise_sd))
+            for layer in layers:
+                c = synthetic_case(rng_case, fid, method, layer, int(deg), n_bins, b, 0.0, site=site, seed=seed,
+                                   subject=f"{prefix}{s}")
+                c["case_id"] = f"{prefix}-{fid}-{layer}-{seed}"
+                g = c["groups"]["same_subject"]
+                g.update(n=3, n_recalled_before=3, mean_p_drop=y, flip_rate=0.0, any_broke=False)
+                c["success"] = c["efficacy"]["success"] = True
+                out.append(c)
+            fid += 1
     return out
