@@ -128,7 +128,7 @@ def audit_command(
     _quiet_transformers()
     table = load_fact_table(kg=kg, facts=facts, corpus=corpus)
     seed_everything(seed)
-    if sequential is not None or forget_entities is not None:
+    if sequential is not None or forget_entities is not None or as_object:
         from kdel.audit.modes import run_mode
 
         typer.echo(run_mode(model, table, out, config, sequential=sequential, orders=parse_list(order, "--order"),
