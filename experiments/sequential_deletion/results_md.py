@@ -31,7 +31,20 @@ def _last(curve: dict, metric: str, digits: int = 3) -> str:
     return f"{_f(mean, digits)} [{_f(lo, digits)}, {_f(hi, digits)}]" if lo is not None else _f(mean, digits)
 
 
-def write_results(out: Path, cfg: dict, trials: list[dict], invocation: dict, copy_to: Path | None = None) -> Path:
+def _cell_times(history: list[dict]) -> list[dict]:
+    """Per cell, each stage's wall and CPU seconds in the invocation that did the work (the largest)."""
+    cells: dict[str, dict] = {}
+    for inv in history:
+        for c in inv["cells"]:
+            cur = cells.setdefault(c["cell"], {"cell": c["cell"], "times": {}, "trials_run": 0})
+            for stage, (wall, cpu) in c["times"].items():
+                if wall >= cur["times"].get(stage, (0.0, 0.0))[0]:
+                    cur["times"][stage] = (wall, cpu)
+            cur["trials_run"] += c["trials_run"]
+    return list(cells.values())
+
+
+def write_results(out: Path, cfg: dict, trials: list[dict], history: list[dict], copy_to: Path | None = None) -> Path:
     from kdel.audit.sequential_curves import condition_curves, plot_curves
     from kdel.io import atomic_write_json, atomic_write_text
 
@@ -40,10 +53,11 @@ def write_results(out: Path, cfg: dict, trials: list[dict], invocation: dict, co
     (out / "figures").mkdir(parents=True, exist_ok=True)
     plot_curves(curves, out / "figures" / FIGURE, facet=("graph", "method"), threshold=thr,
                 title=f"retained accuracy vs number of deletions (mean, 95% t band over {len(cfg['seeds'])} seeds)")
+    invocation = history[-1]
     atomic_write_json(out / "results.json", {"format": "kdel-seqdel-results/1", "config": cfg, "curves": curves,
-                                             "invocation": invocation})
+                                             "invocations": history})
     prov = invocation["provenance"]
-    cells = invocation["cells"]
+    cells = _cell_times(history)
     lines = [
         f"# {cfg['name']}", "", cfg["description"].strip(), "",
         "Written by `experiments/sequential_deletion/results_md.py` from the trial files; do not edit by hand.", "",
@@ -55,11 +69,13 @@ def write_results(out: Path, cfg: dict, trials: list[dict], invocation: dict, co
         f"{cfg['every']} deletions",
         "- retained accuracy = share of the facts recalled before any edit, and not deleted, that are still "
         "recalled (whole object, canonical prompt)",
-        f"- command: `python experiments/sequential_deletion/run.py {' '.join(invocation['argv'])}`",
-        f"- wall time of this invocation: {invocation['wall_s'] / 60:.1f} min with {invocation['workers']} "
-        f"worker process(es); cells: " + ", ".join(
-            f"{c['cell']} (KG {c['times']['kg'][0]:.0f} s, train {c['times']['train'][0]:.0f} s, audit "
-            f"{c['times']['audit'][0]:.0f} s wall / {c['times']['audit'][1]:.0f} s CPU, {c['trials_run']} trials run)"
+        f"- command (last invocation): `python experiments/sequential_deletion/run.py {' '.join(invocation['argv'])}`",
+        "- wall time: " + "; ".join(f"invocation {k + 1}: {inv['wall_s'] / 60:.1f} min with {inv['workers']} worker "
+                                    f"process(es)" for k, inv in enumerate(history)),
+        "- per cell (the invocation that did the work): " + ", ".join(
+            f"{c['cell']} (KG {c['times']['kg'][0]:.0f} s; train {c['times']['train'][0]:.0f} s wall / "
+            f"{c['times']['train'][1]:.0f} s CPU; audit {c['times']['audit'][0]:.0f} s wall / "
+            f"{c['times']['audit'][1]:.0f} s CPU)"
             for c in cells),
         f"- code: kdel {prov.get('kdel_version')}, commit {prov.get('git_commit')}"
         f"{' (dirty)' if prov.get('git_dirty') else ''}, sources {str(prov.get('code_hash'))[:12]}; "

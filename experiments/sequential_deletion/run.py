@@ -147,11 +147,14 @@ def main(argv=None) -> int:
 
 
 def _main(a) -> int:
+    import torch
+
     from kdel.errors import UserError
     from kdel.io import atomic_write_json
     from kdel.outputs import DirLock
     from kdel.provenance import provenance
 
+    torch.set_num_threads(1)  # as in the cells (the provenance records it)
     sys.path.insert(0, str(HERE))
     from results_md import write_results
 
@@ -182,7 +185,7 @@ def _main(a) -> int:
                         "argv": sys.argv[1:], "provenance": provenance("cpu")})
         atomic_write_json(prev, {"format": EXPERIMENT_FORMAT, "config": cfg, "invocations": history})
         trials = collect(out, cells)
-        path = write_results(out, cfg, trials, history[-1], a.results_md)
+        path = write_results(out, cfg, trials, history, a.results_md)
     print(f"{len(trials)} trials in {len(cells)} cells, {wall / 60:.1f} min -> {path}")
     return 0
 

@@ -8,8 +8,6 @@ with the unrelated prompts' next-token distributions from the same logits (KL).
 
 from __future__ import annotations
 
-import numpy as np
-
 from kdel.audit import measure
 from kdel.audit.evaluate import WRECK_THRESHOLD, BaseScores, _mean, group_metrics
 from kdel.forget.entity import fact_role
@@ -111,7 +109,3 @@ def side_effects(cs: measure.CaseScores, groups: dict[str, list[int]], deleted: 
         "wrecked": bool(unrel is not None and unrel < WRECK_THRESHOLD),
     }
 
-
-def recalled_ids(base: BaseScores) -> np.ndarray:
-    """Fact ids the unedited model recalls on the canonical prompt."""
-    return np.flatnonzero(base.canonical_recalled())
