@@ -46,6 +46,9 @@ def _audit_dir(d: Path) -> bool:
     """An audit directory: its config, or (config deleted) case files of kdel's case format."""
     if _has_format("audit_config.json", "kdel-audit-config/")(d):
         return True
+    if _has_format("sequential/config.json", "kdel-sequential-config/")(d) or \
+            _has_format("entities/config.json", "kdel-entity-audit-config/")(d):
+        return True  # an audit directory holding only sequential curves or an entity audit (kdel.audit.*_run)
     cases = d / "cases"
     return cases.is_dir() and any(_has_format(p.name, "kdel-case/")(cases) for p in cases.glob("*.json"))
 

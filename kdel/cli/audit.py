@@ -98,6 +98,18 @@ def audit_command(
         None, "--primary", help="The one pre-declared hypothesis, e.g. 'same_subject.mean_p_drop ~ subject_degree, "
         "rome@last' (docs/statistics.md); default: that one."),
     title: Optional[str] = typer.Option(None, "--title", help="The report's title."),
+    sequential: Optional[int] = typer.Option(
+        None, "--sequential", help="Sequential curves: N deletions one after another, measured after each "
+        "(docs/sequential.md)."),
+    order: str = typer.Option("random", "--order", help="--sequential: degree-high, degree-low, random, "
+                              "same-subject and/or hop, comma-separated."),
+    trials: int = typer.Option(3, "--trials", help="--sequential: trials per order (seeds seed..seed+K-1)."),
+    every: int = typer.Option(1, "--every", help="--sequential: measure every S deletions (and after the last)."),
+    forget_entities: Optional[int] = typer.Option(
+        None, "--forget-entities", help="Entity audit: forget K whole entities spread over --bins degree bins "
+        "(docs/forget.md)."),
+    as_object: bool = typer.Option(False, "--as-object", help="--forget-entities: also delete the facts whose "
+                                   "object is the entity."),
 ) -> None:
     """Audit deletions: per case apply, measure probe-group damage, revert; then summary statistics."""
     from kdel.audit.cases import AuditConfig
@@ -133,6 +145,15 @@ def audit_command(
     _quiet_transformers()
     table = load_fact_table(kg=kg, facts=facts)
     seed_everything(seed)
+    if sequential is not None or forget_entities is not None or as_object:
+        from kdel.audit.modes import run_mode
+
+        typer.echo(run_mode(model, table, out, config, sequential=sequential, orders=parse_list(order, "--order"),
+                            trials=trials, every=every, forget_entities=forget_entities, as_object=as_object,
+                            progress=not quiet, device=device, kg_dir=kg, corpus=corpus,
+                            recompute=not no_recompute, inputs=[hparams] if hparams else (), workers=workers,
+                            backend=backend))
+        return
     summary = run_audit(model, table, out, config, workers=workers, backend=backend, progress=not quiet,
                         device=device, threads=threads, kg_dir=kg, corpus=corpus, recompute=not no_recompute,
                         gpus_per_worker=gpus_per_worker, inputs=[hparams] if hparams else ())

@@ -18,6 +18,7 @@ reported in `KeyStats.info()`.
 from __future__ import annotations
 
 import warnings
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -94,6 +95,23 @@ def corpus_token_ids(tokenizer, lines: list[str], max_len: int | None = None) ->
         else:
             out.extend(ids[i:i + max_len] for i in range(0, len(ids), max_len))
     return [ids for ids in out if ids]
+
+
+_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _corpus_ids(tokenizer, corpus: Corpus, max_len: int) -> list[list[int]]:
+    """`corpus_token_ids` of the corpus' key lines, memoised per tokenizer object (the latest corpus only):
+    sequential edits ask for the same corpus at every step. Callers must not modify the returned lists."""
+    try:
+        memo = _IDS.setdefault(tokenizer, {})
+    except TypeError:  # a tokenizer that cannot be weakly referenced
+        return corpus_token_ids(tokenizer, corpus.key_lines(), max_len=max_len)
+    key = (corpus.hash, corpus.heldout_every, max_len)
+    if key not in memo:
+        memo.clear()
+        memo[key] = corpus_token_ids(tokenizer, corpus.key_lines(), max_len=max_len)
+    return memo[key]
 
 
 def _batches(ids: list[list[int]], batch_size: int, max_tokens: int):
@@ -192,7 +210,7 @@ def key_statistics_many(adapter, tokenizer, table, layers, cache_dir=None, ridge
         return {}
     corpus = corpus if corpus is not None else corpus_of(table)
     limit = max_positions(adapter.model)
-    ids = corpus_token_ids(tokenizer, corpus.key_lines(), max_len=min(limit or 1024, 1024))
+    ids = _corpus_ids(tokenizer, corpus, min(limit or 1024, 1024))
     n_tokens = sum(len(x) for x in ids)
     if n_tokens == 0:
         raise UserError(f"the corpus for key statistics ({corpus.spec}) has no tokens")
