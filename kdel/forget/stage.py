@@ -144,7 +144,7 @@ def run_forget(model, out, *, subject: str | None = None, entity_id: int | None 
         raise UserError(f"--fluency must be auto, on or off, got {settings.fluency!r}")
     hp_file = hparams if isinstance(hparams, (str, Path)) else None
     if cache_dir is None:
-        from kdel.cli.delete import default_cache_dir
+        from kdel.delete.stage import default_cache_dir
 
         cache_dir = default_cache_dir()
     out = check_out_dir(out, "forget", inputs=[model, kg, facts, corpus, hp_file, cache_dir])
