@@ -93,11 +93,13 @@ def global_section(cs: CaseScores, deleted: set[int]) -> GlobalRecord:
 
 
 def probe_outcomes(cs: CaseScores, deleted: set[int]) -> ProbeOutcomes:
-    """Each other fact recalled before the edit (canonical prompt): p(o) before and after, recalled after."""
+    """Each other fact recalled before the edit (canonical prompt): p(o) before and after (6 significant
+    digits: labels, not inputs to other metrics), recalled after."""
     gb, ga = cs.pair(cs.base.rows.canonical)
     ids = [i for i in range(len(gb)) if i not in deleted and bool(gb.recalled[i])]
-    return ProbeOutcomes(fact_ids=ids, p_before=[float(gb.prob[i]) for i in ids],
-                         p_after=[float(ga.prob[i]) for i in ids], recalled_after=[bool(ga.recalled[i]) for i in ids])
+    return ProbeOutcomes(fact_ids=ids, p_before=[float(f"{gb.prob[i]:.6g}") for i in ids],
+                         p_after=[float(f"{ga.prob[i]:.6g}") for i in ids],
+                         recalled_after=[bool(ga.recalled[i]) for i in ids])
 
 
 def kl_section(cs: CaseScores, unrelated: list[int]) -> KLRecord:

@@ -62,7 +62,7 @@ def fit_command(
     out: Path = typer.Option(..., "--out", help="The fitted model, JSON (kdel-risk-model/1)."),
     kind: str = typer.Option("gbdt", "--kind", help="gbdt (gradient-boosted trees) or logistic."),
     folds: int = typer.Option(5, "--folds", help="Grouped cross-validation folds (groups: subjects)."),
-    max_rows: int = typer.Option(30000, "--max-rows", help="Probe rows used per fit (all flipped rows kept)."),
+    max_rows: int = typer.Option(5000, "--max-rows", help="Probe rows used per fit (all flipped rows kept)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file kdel did not write."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Key-statistics cache (as kdel delete)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),

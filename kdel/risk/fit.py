@@ -28,8 +28,8 @@ KINDS = ("gbdt", "logistic")
 class FitSettings:
     kind: str = "gbdt"
     folds: int = 5
-    max_rows: int = 30000
-    n_estimators: int = 150
+    max_rows: int = 5000
+    n_estimators: int = 80
     max_depth: int = 3
     learning_rate: float = 0.1
     seed: int = 0
