@@ -148,9 +148,10 @@ class FeatureContext:
         te = case.tracing_effect if case.tracing_effect is not None else self.tracing_effects(case.fact_id)[case.layer]
         hp = method_hparams(case.method, case.hparams)
         margin_hp = float(getattr(hp, "margin", 2.0)) if hp is not None else 2.0
+        clamp = getattr(hp, "clamp_factor", None) if hp is not None else None
         rk, rv = self.relation_vectors(case.site, case.layer)
         return build_case_features(self.base, self.table, groups, case.fact_id, case.method, case.site, case.layer,
-                                   tk, te, margin_hp, self.densities, rk, rv)
+                                   tk, te, margin_hp, clamp, self.densities, rk, rv)
 
 
 def is_rank_one(method: str) -> bool:

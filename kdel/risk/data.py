@@ -80,6 +80,7 @@ class Rows:
     fact_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     case: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     unrelated: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # probe in the case's unrelated group
+    probe_group: np.ndarray = field(default_factory=lambda: np.zeros(0, object))  # the probe's group ("other": none)
     # per case
     case_x: list = field(default_factory=list)
     group: list = field(default_factory=list)  # cluster: audit identity + the deleted fact's subject
@@ -102,7 +103,7 @@ class Rows:
         if not parts:
             return out
         offset = 0
-        arrays = {k: [] for k in ("X", "flipped", "p_drop", "fact_id", "case", "unrelated")}
+        arrays = {k: [] for k in ("X", "flipped", "p_drop", "fact_id", "case", "unrelated", "probe_group")}
         for r in parts:
             for k in arrays:
                 v = getattr(r, k)
@@ -147,11 +148,15 @@ def audit_rows(src: AuditSource, cache_dir=None, device: str = "cpu", progress: 
         pos = {int(f): i for i, f in enumerate(cf.fact_ids)}
         ids = np.asarray(c.probes.fact_ids, dtype=np.int64)
         idx = np.array([pos[int(i)] for i in ids], dtype=np.int64)
-        unrel = set(groups.get("unrelated", []))
+        gof = {}
+        for name, members in groups.items():
+            for i in members:
+                gof.setdefault(int(i), name)
+        names = np.array([gof.get(int(i), "other") for i in ids], dtype=object)
         k = out.n_cases
         blocks.append((cf.X[idx], ~np.asarray(c.probes.recalled_after, bool),
                        np.asarray(c.probes.p_before) - np.asarray(c.probes.p_after), ids, np.full(len(ids), k),
-                       np.array([int(i) in unrel for i in ids], dtype=bool)))
+                       names == "unrelated", names))
         out.case_x.append(cf.case_x)
         out.group.append(f"{src.identity}:{c.fact.subject}")
         out.success.append(bool(c.success))
@@ -162,6 +167,6 @@ def audit_rows(src: AuditSource, cache_dir=None, device: str = "cpu", progress: 
         out.meta.append({"audit": str(src.path), "case_id": c.case_id, "fact_id": fid, "subject": c.fact.subject,
                          "method": c.spec.method, "site": c.spec.site, "layer": c.spec.layer})
     if blocks:
-        out.X, out.flipped, out.p_drop, out.fact_id, out.case, out.unrelated = (
-            np.concatenate([b[i] for b in blocks]) for i in range(6))
+        out.X, out.flipped, out.p_drop, out.fact_id, out.case, out.unrelated, out.probe_group = (
+            np.concatenate([b[i] for b in blocks]) for i in range(7))
     return out

@@ -10,8 +10,9 @@ key k the MLP output moves by ΔW k = δ · κ with
 `kappa_site` is κ at p's own edit site; κ is also taken at every position that feeds p's answer.
 "After the nonlinearity": what the move δ·κ does to log p(o_p) once it has passed attention, the later layers
 and the softmax, to first order: Δlog p(o_p) ≈ Σ_j κ_j(p) g_{p,j}ᵀ δ̂ (g_{p,j} = d log p(o_p) / d MLP output at
-position j), with δ̂ the smallest first-order δ that erases t with the method's margin:
-δ̂ = −(margin_t + m) g_t / ‖g_t‖² (g_t at t's site). `fo_dlogp` is that estimate, `fo_margin_after` p's margin
+position j), with δ̂ the smallest first-order δ that erases t with the method's margin,
+δ̂ = −(margin_t + m) g_t / ‖g_t‖² (g_t at t's site), shortened to the method's bound ‖δ‖ <= clamp·‖v0‖ (v0 the
+MLP output at t's site) as the optimisation is. `fo_dlogp` is that estimate, `fo_margin_after` p's margin
 plus it (< 0: the first-order predictor says p flips).
 
 Every feature's name and order is fixed by FEATURE_VERSION: a fitted risk model records the version it was
@@ -118,7 +119,7 @@ def first_order_dlogp(base, layer: int, kap: torch.Tensor, delta_hat: torch.Tens
 
 def build_case_features(base, table, groups: dict[str, list[int]], target_id: int, method: str, site: str,
                         layer: int, tk: TargetKeys, tracing_effect: float | None, margin_hp: float,
-                        densities: np.ndarray, rel_keys: dict, rel_values: dict) -> CaseFeatures:
+                        clamp: float | None, densities: np.ndarray, rel_keys: dict, rel_values: dict) -> CaseFeatures:
     """The features of every fact but the target (see the module docstring)."""
     facts = table.facts
     n = len(facts)
@@ -135,9 +136,11 @@ def build_case_features(base, table, groups: dict[str, list[int]], target_id: in
     gnorm2 = float(g_t @ g_t)
     need = max(float(base.margin[target_id]), 0.0) + margin_hp
     delta_hat = -need * g_t / gnorm2 if gnorm2 > 0 else torch.zeros_like(g_t)
-    fo = first_order_dlogp(base, layer, kap, delta_hat)
     v0 = float(base.values[(site, layer)][target_id].norm())
-    fo_norm_ratio = float(delta_hat.norm()) / v0 if v0 > 0 else 0.0
+    fo_norm_ratio = float(delta_hat.norm()) / v0 if v0 > 0 else 0.0  # > clamp: the edit cannot erase to 1st order
+    if clamp is not None and float(delta_hat.norm()) > clamp * v0:  # the method's own bound on ||δ||
+        delta_hat = delta_hat * (clamp * v0 / float(delta_hat.norm()))
+    fo = first_order_dlogp(base, layer, kap, delta_hat)
 
     grad_cos = cosine_rows(G.numpy(), g_t.numpy())
     key_cos = cosine_rows(base.key_at(site, layer).numpy(), tk.k_exact.numpy())

@@ -16,6 +16,15 @@ from kdel.risk.data import Rows
 from kdel.risk.features import CASE_FEATURES, FEATURES
 
 
+def planted_model(path, n_cases: int = 12):
+    """A small gbdt risk model fitted on planted rows, saved to `path` (for CLI tests)."""
+    from kdel.risk.fit import FitSettings, fit_rows
+
+    model, _ = fit_rows(planted_rows(n_cases=n_cases), FitSettings(n_estimators=5, folds=2))
+    model.save(path)
+    return path
+
+
 def planted_rows(n_cases: int = 40, per_case: int = 60, seed: int = 0) -> Rows:
     """Rows whose flip label depends on kappa_site and shared_subject, p drop on kappa, success on layer_frac."""
     rng = np.random.default_rng(seed)
@@ -36,6 +45,7 @@ def planted_rows(n_cases: int = 40, per_case: int = 60, seed: int = 0) -> Rows:
         r.fact_id = np.arange(per_case)
         r.case = np.zeros(per_case, np.int64)
         r.unrelated = np.zeros(per_case, bool)
+        r.probe_group = np.array(["other"] * per_case, dtype=object)
         r.case_x, r.group = [cx], [f"kg:subject{c % 13}"]
         r.success, r.wrecked = [bool(cx[li] > 0.4)], [False]
         r.collateral, r.n_flipped, r.meta = [float(r.p_drop.mean())], [int(flipped.sum())], [{}]
