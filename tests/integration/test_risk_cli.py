@@ -20,6 +20,7 @@ def _one_line_error(cap, needle: str) -> None:
     assert needle in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_risk_writes_predictions_for_every_probe(trained_model_dir, tiny_kg_dir, tmp_path, capsys):
     out = tmp_path / "risk.json"
     code, cap = _run(capsys, ["risk", "--model", trained_model_dir, "--kg", tiny_kg_dir, "--fact", 5, "--site", "last",
