@@ -129,6 +129,7 @@ class CaseExecutor:
         rec.kl = measure.kl_section(cs, applied.groups["unrelated"])
         rec.hase = hase
         rec.revert_verified = revert_ok
+        rec.probes = measure.probe_outcomes(cs, set(spec.fact_ids))
         rec.timing = TimingRecord(edit_s=edit_seconds, apply_s=applied.t_edit - t0, eval_s=t_eval - applied.t_edit,
                                   total_s=time.perf_counter() - t0, n_rows_after=len(cs.after),
                                   cov_cache=cache_hits or None,

@@ -23,7 +23,8 @@ from kdel.audit.evaluate import (
     neighborhood_score,
     rewrite_score,
 )
-from kdel.audit.schema import EfficacyRecord, FluencyRecord, GlobalRecord, GroupRecord, HaseRecord, KLRecord
+from kdel.audit.schema import (EfficacyRecord, FluencyRecord, GlobalRecord, GroupRecord, HaseRecord, KLRecord,
+                               ProbeOutcomes)
 from kdel.models.scoring import TargetScores
 
 HASE_NEIGHBORHOOD_GROUPS = ("same_object", "same_relation")  # CounterFact-like: same relation or same object
@@ -90,6 +91,16 @@ def global_section(cs: CaseScores, deleted: set[int]) -> GlobalRecord:
         n_flipped_excluding_target=int(flips.sum()), flip_rate_excluding_target=_mean(flips[elig]),
         mean_p_drop_excluding_target=_mean((gb.prob - ga.prob)[elig]),
     )
+
+
+def probe_outcomes(cs: CaseScores, deleted: set[int]) -> ProbeOutcomes:
+    """Each other fact recalled before the edit (canonical prompt): p(o) before and after (6 significant
+    digits: labels, not inputs to other metrics), recalled after."""
+    gb, ga = cs.pair(cs.base.rows.canonical)
+    ids = [i for i in range(len(gb)) if i not in deleted and bool(gb.recalled[i])]
+    return ProbeOutcomes(fact_ids=ids, p_before=[float(f"{gb.prob[i]:.6g}") for i in ids],
+                         p_after=[float(f"{ga.prob[i]:.6g}") for i in ids],
+                         recalled_after=[bool(ga.recalled[i]) for i in ids])
 
 
 def kl_section(cs: CaseScores, unrelated: list[int]) -> KLRecord:

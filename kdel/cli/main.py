@@ -34,7 +34,7 @@ app = typer.Typer(
 from kdel.cli import kg as _kg  # noqa: E402
 
 _kg.register(app)
-for _name in ("train", "trace", "delete", "forget", "audit", "report", "pipeline", "sweep"):
+for _name in ("train", "trace", "delete", "forget", "audit", "report", "pipeline", "sweep", "risk", "plan"):
     try:
         _mod = __import__(f"kdel.cli.{_name}", fromlist=["register"])
     except ModuleNotFoundError as _e:  # a stage not built yet

@@ -145,6 +145,17 @@ class GlobalRecord(_Record):
 
 
 @dataclass
+class ProbeOutcomes(_Record):
+    """Per fact other than the deleted ones that the model recalled before the edit (canonical prompt): its
+    outcome after the edit. The labels a risk predictor learns from (kdel.risk); aligned lists."""
+
+    fact_ids: list[int]
+    p_before: list[float]
+    p_after: list[float]
+    recalled_after: list[bool]
+
+
+@dataclass
 class KLRecord(_Record):
     n: int
     mean: float | None
@@ -264,6 +275,7 @@ class CaseRecord(_Record):
     hase: HaseRecord | None = opt()
     revert_verified: bool | None = opt()
     fluency: FluencyRecord | None = opt()  # when the audit measures fluency (--fluency)
+    probes: ProbeOutcomes | None = opt()  # per-fact outcomes (absent from cases written before kdel recorded them)
 
     def check(self) -> None:
         if self.format not in CASE_FORMATS:
@@ -294,6 +306,7 @@ __all__ = [
     "GroupRecord",
     "HaseRecord",
     "KLRecord",
+    "ProbeOutcomes",
     "ProvenanceRecord",
     "SpecRecord",
     "TimingRecord",

@@ -1,0 +1,176 @@
+"""Plan benchmark: the measured collateral of `kdel plan`'s choice vs (a) the default method/site/layer and
+(b) the best candidate in hindsight (every candidate applied and audited), and the cost of planning.
+
+    PYTHONPATH=. python experiments/bench/plan.py --from runs/risk [--out runs/risk/plan_bench.json]
+
+Reads the risk validation's directory (experiments/risk/run.py): its predictor fitted on seed 0 and its test
+audits (seeds 1 and 2, BA and ER), in which every target was deleted with every candidate (method × site ×
+layer) and audited, so the measured outcome of any choice is a case file. For each target fact:
+  default    `kdel delete`'s default: rome, site subject_last, the middle layer (n_layers // 2);
+  planned    kdel.risk.plan's choice, from predictions only (the audit's outcomes are not read);
+  hindsight  the successful, not wrecked candidate with the least measured collateral (the target's fewest
+             other facts flipped, then the least mean p drop).
+Collateral: other facts flipped by the edit, and their mean p drop (the facts recalled before). Efficacy: the
+edit succeeded and did not wreck the model. Cost: planning one fact from scratch (the per-fact pass, the
+target's traces and keys, every candidate's predictions; key statistics cached, as for an edit) over one ROME
+edit at the default, timed in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def case_table(src) -> dict:
+    """(fact, method, site, layer) -> measured outcome."""
+    out = {}
+    for c in src.cases:
+        out[(c.spec.fact_ids[0], c.spec.method, c.spec.site, c.spec.layer)] = {
+            "flips": int(c.global_.n_flipped_excluding_target), "p_drop": float(c.global_.mean_p_drop_excluding_target),
+            "ok": bool(c.success) and not bool(c.wrecked)}
+    return out
+
+
+def bench_audit(audit_dir: Path, rm, cache: Path, methods, sites) -> list[dict]:
+    import torch
+
+    from kdel.delete import DeletionRequest, EditContext, apply_deletion, get_method
+    from kdel.facts import load_fact_table
+    from kdel.models.loading import load_model_for_table
+    from kdel.risk.context import FeatureContext
+    from kdel.risk.data import read_audit
+    from kdel.risk.plan import make_plan
+    from kdel.risk.stage import resolve_hparams
+
+    src = read_audit(audit_dir)
+    table = load_fact_table(kg=src.kg_dir)
+    model, tok = load_model_for_table(src.model_dir, table, "cpu")
+    measured = case_table(src)
+    targets = sorted({k[0] for k in measured})
+    n_layers = model.config.n_layer
+    layers = list(range(n_layers))
+    hp_of = {m: resolve_hparams(m, None) for m in methods}
+    default = ("rome", "subject_last", n_layers // 2)
+    rows = []
+    for fid in targets:
+        t0 = time.perf_counter()
+        ctx = FeatureContext(model, tok, table, cache_dir=cache, layers=layers)
+        plan = make_plan(ctx, rm, [fid], methods, sites, layers, hp_of, seed=src.cases[0].spec.seed)
+        plan_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        handle, _ = apply_deletion(get_method("rome"), EditContext(model, tok, table, cache_dir=cache),
+                                   DeletionRequest([table.fact(fid)], layer=default[2], site=default[1],
+                                                   seed=src.cases[0].spec.seed))
+        edit_s = time.perf_counter() - t0
+        handle.revert()
+        ch = plan["chosen"]
+        cands = {k[1:]: v for k, v in measured.items() if k[0] == fid}
+        ok = [(v["flips"], v["p_drop"], k) for k, v in cands.items() if v["ok"]]
+        hind = min(ok)[2] if ok else None
+        rows.append({
+            "audit": audit_dir.name, "fact_id": fid, "plan_s": plan_s, "edit_s": edit_s,
+            "planned": [ch["method"], ch["site"], ch["layer"]], "planned_predicted_to_erase": plan["chosen_predicted_to_erase"],
+            "default": list(default), "hindsight": list(hind) if hind else None,
+            "outcome": {"planned": cands.get((ch["method"], ch["site"], ch["layer"])), "default": cands.get(default),
+                        "hindsight": cands.get(hind) if hind else None},
+        })
+        print(f"{audit_dir.name} fact {fid}: planned {ch['key']} {rows[-1]['outcome']['planned']}, default "
+              f"{rows[-1]['outcome']['default']}, hindsight {hind} ({plan_s:.1f} s plan, {edit_s:.1f} s edit)",
+              flush=True)
+        del ctx
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+    out = {"facts": len(rows)}
+    for who in ("default", "planned", "hindsight"):
+        got = [r["outcome"][who] for r in rows if r["outcome"][who] is not None]
+        out[who] = {"n": len(got), "flips": float(np.mean([g["flips"] for g in got])) if got else None,
+                    "p_drop": float(np.mean([g["p_drop"] for g in got])) if got else None,
+                    "efficacy": float(np.mean([g["ok"] for g in got])) if got else None}
+    both = [r for r in rows if r["outcome"]["hindsight"] is not None]
+    out["facts_with_a_successful_candidate"] = len(both)
+    d, p = out["default"], out["planned"]
+    out["reduction_vs_default_p_drop"] = None if not d["p_drop"] else 1 - p["p_drop"] / d["p_drop"]
+    out["reduction_vs_default_flips"] = None if not d["flips"] else 1 - p["flips"] / d["flips"]
+    if both:
+        hp = float(np.mean([r["outcome"]["hindsight"]["p_drop"] for r in both]))
+        pp = float(np.mean([r["outcome"]["planned"]["p_drop"] for r in both]))
+        hf = float(np.mean([r["outcome"]["hindsight"]["flips"] for r in both]))
+        pf = float(np.mean([r["outcome"]["planned"]["flips"] for r in both]))
+        out["vs_hindsight"] = {"planned_p_drop": pp, "hindsight_p_drop": hp, "planned_flips": pf, "hindsight_flips": hf,
+                               "planned_efficacy": float(np.mean([r["outcome"]["planned"]["ok"] for r in both])),
+                               "excess_p_drop": pp / hp - 1 if hp > 0 else None}
+    ratio = [r["plan_s"] / r["edit_s"] for r in rows]
+    out["plan_s"] = float(np.median([r["plan_s"] for r in rows]))
+    out["edit_s"] = float(np.median([r["edit_s"] for r in rows]))
+    out["plan_over_edit_median"] = float(np.median(ratio))
+    return out
+
+
+def markdown(summary: dict) -> str:
+    f = lambda x, s=".3f": "n/a" if x is None else format(x, s)  # noqa: E731
+    lines = ["| graph | facts | choice | efficacy | flips per edit | mean p drop | p drop vs default | "
+             "p drop vs hindsight-best | plan / edit time |", "|---|---|---|---|---|---|---|---|---|"]
+    for key, s in summary.items():
+        vh = s.get("vs_hindsight") or {}
+        for who in ("default", "planned", "hindsight"):
+            w = s[who]
+            extra = ["", "", ""]
+            if who == "planned":
+                red = s["reduction_vs_default_p_drop"]
+                extra = ["n/a" if red is None else f"{red:.0%} less" if red >= 0 else f"{-red:.0%} more",
+                         "n/a" if vh.get("excess_p_drop") is None else f"{vh['excess_p_drop']:+.0%}",
+                         f"{f(s['plan_over_edit_median'], '.1f')}× ({f(s['plan_s'], '.1f')} s / {f(s['edit_s'], '.1f')} s)"]
+            lines.append(f"| {key} | {s['facts']} | {who} | {f(w['efficacy'], '.2f')} | {f(w['flips'], '.2f')} | "
+                         f"{f(w['p_drop'], '.4f')} | {extra[0]} | {extra[1]} | {extra[2]} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="plan benchmark")
+    ap.add_argument("--from", dest="src", type=Path, required=True, help="the risk validation directory")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--seeds", default="1,2")
+    ap.add_argument("--methods", default="rome")
+    ap.add_argument("--sites", default="subject_last,last")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    from kdel.risk.model import load_risk_model
+
+    t_all = time.perf_counter()
+    rm = load_risk_model(args.src / "risk_model.json")
+    rows = []
+    for seed in args.seeds.split(","):
+        for topo in ("ba", "er"):
+            rows += bench_audit(args.src / "audits" / f"{topo}-{seed}", rm, args.src / "cache",
+                                args.methods.split(","), args.sites.split(","))
+    summary = {"BA": summarise([r for r in rows if r["audit"].startswith("ba")]),
+               "ER": summarise([r for r in rows if r["audit"].startswith("er")]), "both": summarise(rows)}
+    from kdel.provenance import provenance
+
+    out = args.out or args.src / "plan_bench.json"
+    rec = {"command": "PYTHONPATH=. python experiments/bench/plan.py " + " ".join(argv or sys.argv[1:]),
+           "summary": summary, "rows": rows, "wall_s": time.perf_counter() - t_all, "provenance": provenance("cpu")}
+    out.write_text(json.dumps(rec, indent=2, default=float) + "\n")
+    md = markdown(summary)
+    (out.with_suffix(".md")).write_text(md + "\n")
+    print(md)
+    print(f"wall {rec['wall_s'] / 60:.1f} min -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

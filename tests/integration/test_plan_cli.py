@@ -1,0 +1,77 @@
+"""`kdel plan`: candidates scored before editing; `--apply` writes the edit whose audit it prints."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from kdel.cli.main import main
+
+
+def _run(capsys, args):
+    code = main([*map(str, args)])
+    return code, capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_plan_apply_writes_the_edit_whose_audit_it_prints(trained_model_dir, tiny_kg_dir, tiny_kg, tmp_path, capsys):
+    """The printed measured numbers are re-measured on the written model, independently of the audit code."""
+    from kdel.facts import FactTable
+    from kdel.models.loading import load_model, load_model_for_table
+    from kdel.models.scoring import score_targets
+    from tests.unit.test_risk_model import planted_model
+
+    model = planted_model(tmp_path / "risk_model.json")
+    out = tmp_path / "edited"
+    fid = 5
+    code, cap = _run(capsys, ["plan", "--model", trained_model_dir, "--kg", tiny_kg_dir, "--fact", fid,
+                              "--methods", "rome", "--sites", "last,subject_last", "--layers", "1,2",
+                              "--risk-model", model, "--min-success", 0.0, "--apply", "--out", out,
+                              "--cache-dir", tmp_path / "cache", "--json", tmp_path / "plan.json"])
+    assert code == 0, cap.err
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["format"] == "kdel-plan/1" and len(plan["candidates"]) == 4
+    assert plan == json.loads((tmp_path / "plan.json").read_text())
+    ch = plan["chosen"]
+    assert f"chosen: {ch['key']}" in cap.out
+    m = re.search(r"measured:\s+erased (\d+)/1, flips (\d+), mean p drop (-?[\d.]+), global accuracy drop (-?[\d.]+)",
+                  cap.out)
+    assert m, cap.out
+    erased, flips, p_drop, acc_drop = int(m[1]), int(m[2]), float(m[3]), float(m[4])
+
+    table = FactTable.from_kg(tiny_kg)
+    prompts, targets = [f.prompt for f in table.facts], [f.target for f in table.facts]
+    orig, tok = load_model_for_table(trained_model_dir, table, "cpu")
+    edited, _ = load_model(out)
+    before = score_targets(orig, tok, prompts, targets)
+    after = score_targets(edited, tok, prompts, targets)
+    others = np.array([i != fid for i in range(len(prompts))]) & before.recalled
+    assert erased == int(not after.recalled[fid])
+    assert flips == int((others & ~after.recalled).sum())
+    assert p_drop == pytest.approx(float((before.prob - after.prob)[others].mean()), abs=6e-4)
+    assert acc_drop == pytest.approx(float(before.recalled.mean() - after.recalled.mean()), abs=6e-4)
+    edit = json.loads((out / "edit.json").read_text())
+    assert edit["format"] == "kdel-edit/1" and edit["layer"] == ch["layer"] and edit["site"] == ch["site"]
+    case = json.loads((out / "case.json").read_text())
+    assert case["global"]["n_flipped_excluding_target"] == flips and case["revert_verified"] is True
+
+
+def test_plan_bad_inputs_exit_2_with_one_line(trained_model_dir, tiny_kg_dir, tmp_path, capsys):
+    base = ["plan", "--model", trained_model_dir, "--kg", tiny_kg_dir]
+    for args, needle in ((["--fact", 1], "needs a fitted --risk-model"),
+                         (["--fact", 1, "--risk-model", tmp_path / "none.json"], "does not exist"),
+                         (["--fact", 1, "--subject", "x", "--risk-model", tmp_path / "m.json"], "not both"),
+                         (["--fact", 1, "--apply", "--risk-model", tmp_path / "m.json"], "--apply needs --out")):
+        if "m.json" in str(args[-1]) and not (tmp_path / "m.json").exists():
+            from tests.unit.test_risk_model import planted_model
+
+            planted_model(tmp_path / "m.json")
+        code, cap = _run(capsys, [*base, *args])
+        assert code == 2, (args, cap.err)
+        errors = [ln for ln in cap.err.splitlines() if ln.startswith("kdel: error:")]
+        assert len(errors) == 1 and needle in errors[0], (args, cap.err)
+    code, cap = _run(capsys, [*base, "--fact", 4242, "--risk-model", tmp_path / "m.json"])
+    assert code == 2 and "fact 4242 does not exist" in cap.err
