@@ -90,7 +90,7 @@ def test_risk_fit_refuses_audits_without_cases(tmp_path, capsys):
 
 def test_risk_fit_refuses_cases_without_per_fact_outcomes(tmp_path, capsys):
     """An audit written before kdel recorded per-fact outcomes: told to audit again, in one line."""
-    from kdel.report.synthetic import synthetic_cases
+    from tests.synthetic_cases import synthetic_cases
 
     audit = tmp_path / "audit"
     (audit / "cases").mkdir(parents=True)

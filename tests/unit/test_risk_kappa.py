@@ -76,7 +76,7 @@ def test_base_pass_matches_direct_keys_and_gradients(setup):
     from kdel.models.adapter import ModelAdapter
 
     adapter = ModelAdapter(model, tok)
-    items = [EditText(f.prompt, int(base.site_pos["last"][f.id]), True, True) for f in table.facts[:6]]
+    items = [EditText(f.prompt, int(base.site_pos["last"][f.id]), True) for f in table.facts[:6]]
     direct = keys_at_site(adapter, tok, 1, items)
     assert torch.allclose(base.key_at("last", 1)[:6], direct, atol=1e-5, rtol=1e-5)
 
