@@ -89,3 +89,40 @@ def random_model_dir(tmp_path):
         return out
 
     return make
+
+
+# -- test tiers (docs/testing.md) ------------------------------------------------------------------------
+# unit: no model training (the whole tier <= 60 s on 2 cores); integration: trains (or reuses the cached) tiny
+# model, or runs a stage end to end; acceptance: the slow end-to-end checks (`slow` is its old name).
+TRAINED = {"trained_model_dir"}  # the fixture that trains; any test depending on it (transitively) is integration
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath))
+        explicit = [t for t in ("unit", "integration", "acceptance") if item.get_closest_marker(t)]
+        if explicit:
+            tier = explicit[-1]
+        elif item.get_closest_marker("slow") or "acceptance" in path.parts:
+            tier = "acceptance"
+        elif "integration" in path.parts or TRAINED & set(getattr(item, "fixturenames", ())):
+            tier = "integration"
+        else:
+            tier = "unit"
+        if not explicit:
+            item.add_marker(getattr(pytest.mark, tier))
+        if tier == "acceptance" and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+
+# -- CI: a skipped test is a failure (KDEL_CI=1, set by .ci/run) -----------------------------------------------
+# The Ray and browser tests skip on a developer's machine without Ray or Chromium; in CI they must run, so a skip
+# there means CI is not testing what it claims. Tests marked `ci_may_skip` skip by design (e.g. on a CUDA machine).
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and os.environ.get("KDEL_CI") == "1" and not item.get_closest_marker("ci_may_skip"):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        rep.outcome = "failed"
+        rep.longrepr = f"skipped in CI (KDEL_CI=1 makes every skip a failure): {reason}"

@@ -313,6 +313,7 @@ def test_model_dir_with_only_a_bin_file(real_model, data_dir, tmp_path, capsys, 
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.ci_may_skip  # skips on a machine with CUDA, by design
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_device_cuda_without_cuda(real_model, data_dir, tmp_path, capsys, stage):
     import torch

@@ -68,6 +68,7 @@ def test_group_bin_table_shows_the_planted_degree_effect():
     assert np.nanmax(np.abs(flat[SIDE_GROUPS.index("same_subject")])) < 0.05
 
 
+@pytest.mark.integration  # trains or renders: over the unit tier's budget
 def test_every_plot_is_a_png_with_content(rendered):
     import matplotlib.image as mpimg
 
@@ -148,6 +149,7 @@ def test_truncated_case_file_is_named_and_skipped(tmp_path):
         load_cases(d, strict=True)
 
 
+@pytest.mark.integration  # trains or renders: over the unit tier's budget
 def test_cli_report_warns_or_fails_strict(tmp_path, capsys):
     from kdel.cli.main import main
 

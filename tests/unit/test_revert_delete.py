@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from kdel.delete.base import DeletionRequest, EditContext, apply_deletion, get_method
 from kdel.delete.hparams import load_hparams
 from tests.unit.test_rome_helpers import FACTS, sentence_table, weights_hash
@@ -11,6 +13,7 @@ from tests.unit.test_rome_helpers import FACTS, sentence_table, weights_hash
 CHEAP = {"steps": 1, "n_prefixes": 1, "kl_prompts": 1, "margin": 100.0}
 
 
+@pytest.mark.integration  # trains or renders: over the unit tier's budget
 def test_hundred_random_edits_revert_bit_for_bit(random_model):
     rng = random.Random(0)
     models = {fam: random_model(fam, n_layers=3, d_model=16) for fam in ("gpt2", "llama")}

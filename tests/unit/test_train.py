@@ -64,6 +64,7 @@ def _weights(path):
     return load_file(str(path / "model.safetensors"))
 
 
+@pytest.mark.integration  # trains or renders: over the unit tier's budget
 def test_same_seed_gives_identical_weights(tiny_kg, tmp_path):
     cfg = dict(preset="tiny", max_steps=6, warmup=2, eval_every=3)
     r1 = train_model(tiny_kg, tmp_path / "a", TrainConfig(seed=3, **cfg), progress=False)
