@@ -211,10 +211,9 @@ def register_method(cls: type[DeletionMethod]) -> type[DeletionMethod]:
 def _load_builtin_methods() -> None:
     import importlib
     import pkgutil
+    from pathlib import Path
 
-    import kdel.delete as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
+    for info in pkgutil.iter_modules([str(Path(__file__).resolve().parent)]):  # the method sub-packages
         if info.ispkg:
             importlib.import_module(f"kdel.delete.{info.name}")
 
