@@ -6,12 +6,17 @@
                       the commit of the git checkout kdel runs from and whether tracked files differ from it
                       (None, None when kdel is not run from a git checkout, e.g. an installed wheel)
   code_hash           sha256 over kdel's own .py sources (identifies the code with or without git)
-  python, torch, transformers, numpy, scipy, sklearn
-                      library versions (None where a library is not installed)
+  python, torch, transformers, numpy, scipy, sklearn, networkx, faker
+                      library versions (None where a library is not installed; networkx and Faker are what
+                      synth_kg generates KGs with)
   platform, cpu, gpu  the OS, the CPU model, the GPU name of `device` (None on CPU)
   torch_threads, device
 It never fails: whatever cannot be found is None. Bit-identical results need the same library versions,
 the same CPU/GPU kind and the same thread count; `provenance` records exactly those.
+
+Written into every audit case, summary, sweep record, train_report.json (`kdel train`), edit.json
+(`kdel delete`) and forget.json (`kdel forget`). synth_kg, which imports nothing from kdel, records its own
+(`synth_kg.provenance`, in a bundle's kg_provenance.json).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ LIBRARIES = {  # key in the record -> distribution name
     "numpy": "numpy",
     "scipy": "scipy",
     "sklearn": "scikit-learn",
+    "networkx": "networkx",
+    "faker": "Faker",
 }
 _PACKAGE = Path(__file__).resolve().parent  # kdel/
 

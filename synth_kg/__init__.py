@@ -10,6 +10,7 @@ from synth_kg.graph import KnowledgeGraph
 from synth_kg.index import FactIndex, surface_key
 from synth_kg.popularity import gini, rank_quantile_bins
 from synth_kg.probes import PROBE_GROUPS, ProbeIndex
+from synth_kg.provenance import VERSION as __version__
 from synth_kg.relations import Relation
 from synth_kg.types import FORMAT, TEXT_FORMATS, Entity, Triple
 

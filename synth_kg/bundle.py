@@ -1,4 +1,9 @@
-"""The KG bundle on disk (DESIGN §2, §12): kg.json (`kdel-kg/1`), corpus.txt, graph.graphml.
+"""The KG bundle on disk (DESIGN §2, §12): kg.json (`kdel-kg/1`), corpus.txt, graph.graphml, and
+kg_provenance.json (`kdel-kg-provenance/1`: synth_kg's version, git commit and dirty flag, library versions).
+
+kg.json, corpus.txt and graph.graphml depend only on the config, the seed and the library versions (same
+seed, same bytes; kg.json is what the KG's content hash covers). The provenance record is kept apart so that
+a new commit or a dirty checkout never changes those bytes or the hash; reading a bundle ignores it.
 
 Saving writes all three files into a staging directory and swaps it in (`staged_dir`), so an
 existing bundle is replaced whole or not at all. Reading turns kg.json into the constructor arguments of a
@@ -14,12 +19,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from synth_kg.atomic import atomic_write_text, dumps_json, staged_dir
+from synth_kg.atomic import atomic_write_text, dumps_json, sha256_text, staged_dir
 from synth_kg.errors import UserError
+from synth_kg.provenance import PROVENANCE_FILE, bundle_provenance
 from synth_kg.relations import Relation
 from synth_kg.types import FORMAT, Entity, Triple
 
-KG_FILE, CORPUS_FILE, GRAPH_FILE = "kg.json", "corpus.txt", "graph.graphml"
+KG_FILE, CORPUS_FILE, GRAPH_FILE = "kg.json", "corpus.txt", "graph.graphml"  # + PROVENANCE_FILE
 
 
 def to_dict(kg) -> dict:
@@ -88,15 +94,27 @@ def save(kg, directory: str | Path) -> Path:
         raise UserError(f"refusing to overwrite {final}: it is a non-empty directory without {KG_FILE}")
     try:
         with staged_dir(final) as staging:
-            atomic_write_text(staging / KG_FILE, dumps_json(to_dict(kg)))
+            kg_text = dumps_json(to_dict(kg))
+            atomic_write_text(staging / KG_FILE, kg_text)
             atomic_write_text(staging / CORPUS_FILE, "".join(line + "\n" for line in kg.corpus_lines()))
             atomic_write_text(staging / GRAPH_FILE, graphml_text(kg))
+            atomic_write_text(staging / PROVENANCE_FILE, dumps_json(bundle_provenance(sha256_text(kg_text), kg.seed)))
     except PermissionError as e:
         raise UserError(f"cannot write the bundle {final}: {e.strerror or e}") from None
     return final
 
 
 # ------------------------------------------------------------------------------------------- loading
+def read_provenance(directory: str | Path) -> dict | None:
+    """The kg_provenance.json record of a bundle, or None when it has none (a bundle written before the
+    record existed) or it cannot be read: provenance is reported, never required."""
+    try:
+        obj = json.loads((Path(directory) / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def _need(obj: dict, key: str, types, where: str):
     if not isinstance(obj, dict):
         raise UserError(f"{where} must be a JSON object")

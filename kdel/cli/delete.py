@@ -8,6 +8,46 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperCommand
+
+# Placeholders in option help, filled from the registry when help is shown (RegistryHelpCommand).
+METHODS, OBJECTIVES, ERASE_ONLY = "{methods}", "{objectives}", "{erase_only}"
+
+
+def registry_names() -> dict[str, str]:
+    """The text of each placeholder: every registered method, every objective, and the methods that support
+    only erase (kdel.delete's registry and OBJECTIVES, so the help cannot fall behind them)."""
+    from kdel.delete import OBJECTIVES as objectives
+    from kdel.delete import get_method, list_methods
+
+    methods = list_methods()
+    erase_only = [m for m in methods if tuple(get_method(m).objectives) == ("erase",)]
+    return {METHODS: " | ".join(methods), OBJECTIVES: " | ".join(objectives), ERASE_ONLY: ", ".join(erase_only)}
+
+
+def fill_help(command, names) -> None:
+    """Replace the placeholders (the keys of `names()`) in the option help of `command` (a click command)."""
+    filled = None
+    for param in command.params:
+        text = getattr(param, "help", None)
+        if text and "{" in text:
+            filled = filled or names()
+            for key, value in filled.items():
+                text = text.replace(key, value)
+            param.help = text
+
+
+class RegistryHelpCommand(TyperCommand):
+    """A command whose `--help` names the registered methods and objectives. They are filled in when the help is
+    shown, not when the CLI starts: the registry imports every method (and torch), which `kdel kg ...` and
+    every other command's start-up should not pay for."""
+
+    def help_names(self) -> dict[str, str]:
+        return registry_names()
+
+    def format_help(self, ctx, formatter) -> None:
+        fill_help(self, self.help_names)
+        return super().format_help(ctx, formatter)
 
 
 def parse_layers_list(value: str | None, flag: str) -> tuple[int, ...]:
@@ -39,8 +79,8 @@ def delete_command(
         None, "--corpus", help="Text for the key statistics: a text file, or self:N (N tokens sampled from the "
         "model, seeded). Default: the KG's corpus; with --facts, the facts' own prompts (thin: warned)."),
     fact: list[int] = typer.Option(..., "--fact", help="Fact id (triple id; line number in a facts file). Repeat for a batch."),
-    method: str = typer.Option("rome", "--method", help="rome | r-rome | memit | ft | ga | npo"),
-    objective: str = typer.Option("erase", "--objective", help="erase | replace | unknown | error_injection | amplify"),
+    method: str = typer.Option("rome", "--method", help=f"{METHODS} (erase only: {ERASE_ONLY}); see docs/methods.md."),
+    objective: str = typer.Option("erase", "--objective", help=f"{OBJECTIVES} (docs/methods.md)."),
     layer: str = typer.Option(
         "auto", "--layer", help="Layer to edit (MEMIT: centre of its window), or auto: chosen from a windowed trace "
         "of the fact (largest MLP effect at the site, embedding-like layers excluded; a per-family default when "
@@ -80,4 +120,4 @@ def delete_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("delete")(delete_command)
+    app.command("delete", cls=RegistryHelpCommand)(delete_command)

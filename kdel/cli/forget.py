@@ -7,6 +7,19 @@ from typing import Optional
 
 import typer
 
+from kdel.cli.delete import ERASE_ONLY, METHODS, OBJECTIVES, RegistryHelpCommand, registry_names
+
+SEQUENTIAL = "{sequential}"
+
+
+class ForgetHelpCommand(RegistryHelpCommand):
+    """`kdel forget --help`: the registry's names, and which methods --mode auto runs one fact after another."""
+
+    def help_names(self) -> dict[str, str]:
+        from kdel.forget.apply import SEQUENTIAL_METHODS
+
+        return {**registry_names(), SEQUENTIAL: " and ".join(SEQUENTIAL_METHODS)}
+
 
 def forget_command(
     model: Path = typer.Option(..., "--model", help="Model directory (trained by kdel, or any local HF causal LM)."),
@@ -16,9 +29,9 @@ def forget_command(
     kg: Optional[Path] = typer.Option(None, "--kg", help="KG bundle directory (exclusive with --facts)."),
     facts: Optional[Path] = typer.Option(None, "--facts", help="Facts file, JSON lines (exclusive with --kg)."),
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="With --facts: text for key statistics."),
-    method: str = typer.Option("rome", "--method", help="rome | r-rome (one fact after another) | memit | ft | ga "
-                               "| npo (all facts at once)."),
-    objective: str = typer.Option("erase", "--objective", help="erase | unknown | ..."),
+    method: str = typer.Option("rome", "--method", help=f"{METHODS} (erase only: {ERASE_ONLY}). --mode auto: "
+                               f"{SEQUENTIAL} one fact after another, the others all facts at once."),
+    objective: str = typer.Option("erase", "--objective", help=f"{OBJECTIVES} (docs/methods.md)."),
     as_object: bool = typer.Option(False, "--as-object", help="Also delete the facts whose object is the entity."),
     layer: Optional[int] = typer.Option(None, "--layer", help="Layer to edit (default: the method's, the middle one)."),
     site: str = typer.Option("last", "--site", help="Edit site of locate-then-edit methods: last | subject_last."),
@@ -58,4 +71,4 @@ def forget_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("forget")(forget_command)
+    app.command("forget", cls=ForgetHelpCommand)(forget_command)

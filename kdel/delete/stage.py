@@ -9,7 +9,8 @@ missing, empty or an edited-model directory, never an input):
 Where: `--layer auto --site auto` (the default) choose from a windowed trace of each fact and record the choice
 (`layer_choice`: effect size, runner-up, window, excluded layers, fallback) beside what was applied (`applied`).
 Which text: the corpus' provenance (`corpus`: spec, seed, hash, token counts). Methods that ignore the edit site
-record `site: null`; a rewriting objective's new targets are recorded with where they came from.
+record `site: null`; a rewriting objective's new targets are recorded with where they came from. Which code:
+`provenance` (kdel.provenance: package version, git commit and dirty flag, library versions, CPU/GPU, threads).
 
 Efficacy (DESIGN §12) is measured here on the edited model: erase succeeds when o is no longer recalled,
 replace/unknown when the new target is (kdel.delete.objectives.succeeded). If kdel/delete/efficacy.py lands
@@ -213,7 +214,7 @@ def run_delete(model, out, *, fact_ids, kg=None, facts=None, corpus=None, method
     try:
         record = _edit_record(model, table, meth, objective, requests, records, site_used, sequential=sequential,
                               seed=seed, choice=choice, corpus=corpus_record(table, tok),
-                              target_given=given is not None, lm=lm, tok=tok)
+                              target_given=given is not None, lm=lm, tok=tok, device=dev)
         _save(lm, tok, model, out, record)
     finally:
         handle.revert()
@@ -238,10 +239,11 @@ def _unique(values):
 
 
 def _edit_record(model, table, meth, objective, requests, records, site_used: bool, sequential, seed, choice,
-                 corpus, target_given: bool, lm, tok) -> dict:
+                 corpus, target_given: bool, lm, tok, device: str = "cpu") -> dict:
     """edit.json (kdel-edit/1): what was edited, where and why (the layer choice), from which corpus, with
-    efficacy per fact measured on the edited weights."""
+    efficacy per fact measured on the edited weights, and the code version and environment that made it."""
     from kdel.delete.base import DeletionRequest
+    from kdel.provenance import provenance
 
     batch = DeletionRequest([f for r in requests for f in r.facts], objective,
                             [t for r in requests for t in (r.new_targets or [])] or None, requests[0].layer,
@@ -277,6 +279,7 @@ def _edit_record(model, table, meth, objective, requests, records, site_used: bo
         "facts": rows,
         "total_delta_norm": float(sum(r.total_delta_norm**2 for r in records) ** 0.5),
         "records": recs,
+        "provenance": provenance(device),
     }
 
 

@@ -130,7 +130,8 @@ def apply_plan(lm, tok, table, ctx, plan: dict, model_dir: Path, out: Path, cach
             "facts": [{"fact_id": i, "subject": table.fact(i).subject, "target": table.fact(i).target,
                        "recalled_after": r, "p_after": p, "success": not r}
                       for i, r, p in zip(ids, after["recalled"], after["p"])],
-            "total_delta_norm": rec.delta_norm, "records": [rec.edit.to_json()]})
+            "total_delta_norm": rec.delta_norm, "records": [rec.edit.to_json()],
+            "provenance": rec.provenance.to_json() if rec.provenance is not None else None})
         atomic_write_json(staging / "plan.json", plan_json)
         atomic_write_json(staging / "case.json", rec.to_json())
     return measured

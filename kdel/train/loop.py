@@ -7,7 +7,9 @@ at `max_steps`. Seeded and deterministic on CPU (same seed and threads -> identi
 
 Outputs follow kdel's one output rule (kdel.outputs): `out_dir` is missing, empty or a model kdel trained,
 never the KG; it is written whole in one rename. Training that diverges (a non-finite loss or weight) stops
-with `StageFailed` and writes nothing.
+with `StageFailed` and writes nothing. train_report.json records the code version and environment
+(`provenance`, kdel.provenance); kdel_model.json, the model's identity (format, KG hash, preset, tokenizer),
+does not: it is copied into every edited model and must not change with the commit.
 """
 
 from __future__ import annotations
@@ -177,6 +179,7 @@ def train_model(kg_or_dir, out_dir, config: TrainConfig | None = None, progress:
     from kdel.io import atomic_write_json, staged_dir
     from kdel.models.loading import MODEL_META, save_model
     from kdel.models.tokenizer import build_word_tokenizer
+    from kdel.provenance import provenance
     from kdel.runtime import resolve_device, seed_everything, set_threads
 
     device = resolve_device(config.device)
@@ -284,7 +287,7 @@ def train_model(kg_or_dir, out_dir, config: TrainConfig | None = None, progress:
         seconds=round(seconds, 3), reached_target=reached, target_recall=config.target_recall,
         n_params=sum(p.numel() for p in model.parameters()), vocab_size=len(tok), n_sequences=n,
         kg_hash=kg.content_hash(), recall=recall_full, curve=curve, config=asdict(config),
-        threads=threads, device=device,
+        threads=threads, device=device, provenance=provenance(device),
     )
 
     with staged_dir(out) as staging:

@@ -146,6 +146,9 @@ class TrainReport:
     config: dict = field(default_factory=dict)
     threads: int | None = None
     device: str = "cpu"
+    # the code version and environment of the run (kdel.provenance): package version, git commit and dirty
+    # flag, source hash, library versions, platform, CPU/GPU, torch threads, device
+    provenance: dict | None = None
 
     @property
     def final_recall(self) -> float:

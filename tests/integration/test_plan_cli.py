@@ -56,6 +56,7 @@ def test_plan_apply_writes_the_edit_whose_audit_it_prints(trained_model_dir, tin
     edit = json.loads((out / "edit.json").read_text())
     assert edit["format"] == "kdel-edit/1" and edit["layer"] == ch["layer"] and edit["site"] == ch["site"]
     case = json.loads((out / "case.json").read_text())
+    assert len(edit["provenance"]["git_commit"] or "") in (0, 40) and edit["provenance"] == case["provenance"]
     assert case["global"]["n_flipped_excluding_target"] == flips and case["revert_verified"] is True
 
 

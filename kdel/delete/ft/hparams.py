@@ -1,4 +1,4 @@
-"""Hyperparameters of constrained fine-tuning. Defaults tuned for the `tiny` preset (see the README, "Unlearning baselines")."""
+"""Hyperparameters of constrained fine-tuning. Defaults tuned for the `tiny` preset (docs/methods.md, "ft")."""
 
 from __future__ import annotations
 

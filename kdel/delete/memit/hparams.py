@@ -1,4 +1,4 @@
-"""MEMIT hyperparameters, with defaults for the toy presets (see the README, "Deleting facts")."""
+"""MEMIT hyperparameters, with defaults for the toy presets (docs/methods.md, "memit")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ROME / r-ROME hyperparameters, with defaults tuned on the toy presets (see the README, "Deleting facts")."""
+"""ROME / r-ROME hyperparameters, with defaults tuned on the toy presets (docs/methods.md, "rome" and "r-rome")."""
 
 from __future__ import annotations
 
