@@ -59,8 +59,8 @@ def audit_command(
         None, "--corpus", help="Text for key statistics and held-out perplexity: a text file, or self:N (N tokens "
         "sampled from the model, seeded, written to OUT/corpus.txt). Default: the KG's corpus; with --facts, the "
         "facts' own prompts (thin: warned)."),
-    methods: str = typer.Option("rome", "--methods", help="Comma-separated deletion methods."),
-    objective: str = typer.Option("erase", "--objective", help="erase | replace | unknown | ..."),
+    methods: str = typer.Option("rome", "--methods", help="Comma-separated deletion methods: {methods}."),
+    objective: str = typer.Option("erase", "--objective", help="{objectives} ({erase_only}: erase only)."),
     sites: str = typer.Option(
         "subject_last,last", "--sites",
         help="Edit sites, comma-separated: subject_last (ROME's key) and/or last (the prompt's last token; "
@@ -175,4 +175,6 @@ def _quiet_transformers() -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("audit")(audit_command)
+    from kdel.cli.delete import RegistryHelpCommand
+
+    app.command("audit", cls=RegistryHelpCommand)(audit_command)
