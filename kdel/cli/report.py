@@ -21,13 +21,22 @@ def report_command(
     title: Optional[str] = typer.Option(None, "--title", help="The report's title (default: the audit config's "
                                         "title, else one naming a facts-file audit's model and file)."),
     seed: int = typer.Option(0, "--seed", help="Unused (accepted for uniformity; bootstrap seeds come from the audit)."),
-    device: str = typer.Option("cpu", "--device", help="Unused (accepted for uniformity)."),
+    risk: bool = typer.Option(False, "--risk", help="Add a 'predicted vs measured' section per audit: the "
+                              "--risk-model's learned predictions, else the first-order κ ones (only when every "
+                              "case's method is rank-one). Loads the audited model and recomputes the features."),
+    risk_model: Optional[Path] = typer.Option(None, "--risk-model", help="A `kdel risk fit` model for --risk "
+                                              "(implies --risk)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Key-statistics cache for --risk "
+                                             "(as kdel delete)."),
+    device: str = typer.Option("cpu", "--device", help="Device for --risk's feature pass (else unused)."),
     threads: int = typer.Option(1, "--threads", help="CPU threads."),
 ) -> None:
     """Re-compute the summary from the case files and write a self-contained report.html with its plots.
 
     A truncated or corrupted case file is named in a one-line warning and left out of every number
     (listed in the report too); with --strict it is an error (exit 2).
+
+    --risk adds a "predicted vs measured" section per audit (docs/report.md).
     """
     from kdel.report.stage import write_report
     from kdel.runtime import set_threads
@@ -40,7 +49,8 @@ def report_command(
     out_html = out if out is not None else audit / "report.html"
     if out_html.exists() and out_html.is_dir():
         raise UserError(f"--out {out_html} is a directory: give a file name such as report.html")
-    res = write_report(audit, out_html, plots_dir=plots, force=force, strict=strict, title=title)
+    res = write_report(audit, out_html, plots_dir=plots, force=force, strict=strict, title=title, risk=risk,
+                       risk_model=risk_model, cache_dir=cache_dir, device=device)
     n = sum(len(a.cases) for a in res.audits)
     skipped = f", {len(res.skipped)} invalid file(s) skipped" if res.skipped else ""
     typer.echo(f"report of {n} cases ({', '.join(a.label for a in res.audits)}{skipped}), "

@@ -1,8 +1,9 @@
 """`render_report`: one self-contained report.html (inline CSS, PNGs as base64 data URIs, no script, no network).
 
 Order: the answer to the primary hypothesis beside the main figure (first screen) → collapsible sections:
-setup → headline numbers → side effects per probe group → the confound panel (‖ΔW‖, group sizes, per-fact
-vs per-edit rates, correlations with CIs and corrections) → Hase et al.'s regressions → figures →
+any extra ones (`extra_sections`, e.g. `kdel report --risk`'s predicted vs measured) → setup → headline
+numbers → side effects per probe group → the confound panel (‖ΔW‖, group sizes, per-fact vs per-edit rates,
+correlations with CIs and corrections) → Hase et al.'s regressions → figures →
 glossary → skipped files and errors.
 """
 
@@ -158,14 +159,15 @@ def _intro(audits: list[AuditData]) -> str:
 
 
 def build_html(audits: list[AuditData], plots: list[Plot], title: str | None = None,
-               comparisons: list[dict] | None = None) -> str:
+               comparisons: list[dict] | None = None, extra_sections: list[tuple[str, str, str]] = ()) -> str:
+    """The page; `extra_sections`: (id, title, body HTML) of open collapsible sections after the answer."""
     title = report_title(audits, title)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sources = ", ".join(f"{esc(a.label)}: <code>{esc(a.audit_dir)}</code>" for a in audits)
     toc = "".join(f"<a href='#{i}'>{t}</a>" for i, t in (
-        ("answer", "Answer"), ("setup", "Setup"), ("headline", "Headline"), ("groups", "Probe groups"),
-        ("confounds", "Confounds"), ("hase", "Hase regressions"), ("figures", "Figures"), ("glossary", "Glossary"),
-        ("problems", "Errors")))
+        ("answer", "Answer"), *((i, t) for i, t, _ in extra_sections), ("setup", "Setup"), ("headline", "Headline"),
+        ("groups", "Probe groups"), ("confounds", "Confounds"), ("hase", "Hase regressions"), ("figures", "Figures"),
+        ("glossary", "Glossary"), ("problems", "Errors")))
     main = next((p for p in plots if p.name == "primary"), None)
     return (
         "<!DOCTYPE html><html lang=en><head><meta charset='utf-8'><meta name=generator content=kdel>"
@@ -174,6 +176,7 @@ def build_html(audits: list[AuditData], plots: list[Plot], title: str | None = N
         f"<h1>{esc(title)}</h1><p class=note>{_intro(audits)} Generated {now} from the case files of {sources}.</p>"
         + first_screen(audits, comparisons or [], main)
         + f"<p class=toc>{toc}</p>{_cards(audits)}"
+        + "".join(section(i, esc(t), body, open_=True) for i, t, body in extra_sections)
         + _setup(audits) + _headline(audits) + _groups(audits) + _confounds(audits) + _regressions(audits)
         + _figures(plots) + _glossary(audits) + _problems(audits) + "</body></html>\n"
     )
@@ -207,13 +210,15 @@ def load_audits(audit_dirs, strict: bool = False, warn=None, n_boot: int = 1000)
 
 
 def render_report(audit_dirs, out_html, plots_dir=None, strict: bool = False, title: str | None = None,
-                  warn=None, audits: list[AuditData] | None = None, n_boot: int = 1000) -> ReportResult:
+                  warn=None, audits: list[AuditData] | None = None, n_boot: int = 1000,
+                  extra_sections: list[tuple[str, str, str]] = ()) -> ReportResult:
     """Re-compute the summaries from the case files, draw the plots, write one self-contained report.html.
 
     `audit_dirs`: an audit directory, a pipeline run directory (its */audit), a list of them, or a mapping
     {label: audit dir}. A bad case file is named in a one-line warning and skipped (`strict`: UserError).
     `title`: None takes the audit config's `title` (else a default naming a facts-file audit's model and
     file). With two or more audits the first screen compares them (kdel.audit.compare.compare_graphs).
+    `extra_sections`: see build_html.
     """
     out_html = Path(out_html)
     if audits is None:
@@ -221,5 +226,5 @@ def render_report(audit_dirs, out_html, plots_dir=None, strict: bool = False, ti
     comparisons = compare_audits(audits, n_boot=n_boot)
     plots_dir = Path(plots_dir) if plots_dir is not None else out_html.parent / "plots"
     plots = write_all_plots(audits, plots_dir, comparisons)
-    atomic_write_text(out_html, build_html(audits, plots, title, comparisons))
+    atomic_write_text(out_html, build_html(audits, plots, title, comparisons, extra_sections))
     return ReportResult(out_html, plots, audits, [s for a in audits for s in a.skipped], comparisons)

@@ -3,11 +3,12 @@ edit, against what the audit measured.
 
 `predicted_vs_measured_section(audit_dir, risk_model=None)` returns (HTML fragment, PNG bytes), or None when
 there is nothing to predict with (no risk model and some case's method is not rank-one) or the cases carry
-no per-fact outcomes. With a risk model the predictions are the learned ones; without one, the first-order κ
-predictor's (rank-one methods only). The figure: per (case, probe group), predicted vs measured mean p drop of
-the group's facts recalled before; the table: per probe group, the measured and predicted mean p drop and
-the AUROC of the flip prediction. The PNG is embedded in the fragment (data URI) and also returned, for a
-report that writes its plots to files.
+no per-fact outcomes; `section_parts` returns the fragment's body (for `kdel report --risk`, which wraps it in
+a collapsible section) or the one-line reason there is none. With a risk model the predictions are the
+learned ones; without one, the first-order κ predictor's (rank-one methods only). The figure: per (case,
+probe group), predicted vs measured mean p drop of the group's facts recalled before; the table: per probe
+group, the measured and predicted mean p drop and the AUROC of the flip prediction. The PNG is embedded in
+the fragment (data URI) and also returned, for a report that writes its plots to files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from typing import NamedTuple
 
 import numpy as np
 
@@ -82,7 +84,14 @@ def scatter_png(rows, pred: dict) -> bytes:
     return buf.getvalue()
 
 
-def render(rows, pred: dict) -> tuple[str, bytes]:
+class SectionParts(NamedTuple):
+    body: str | None  # the fragment without its heading; None when there is no section
+    png: bytes | None
+    reason: str | None  # why there is no section (one line)
+
+
+def render_body(rows, pred: dict) -> tuple[str, bytes]:
+    """The section's text, embedded figure and per-group table (no heading), and the figure's PNG."""
     from kdel.risk.metrics import auroc
 
     png = scatter_png(rows, pred)
@@ -90,44 +99,69 @@ def render(rows, pred: dict) -> tuple[str, bytes]:
     fmt = lambda x, f=".4f": "n/a" if x is None else format(x, f)  # noqa: E731
     trs = "".join(
         f"<tr><td>{html.escape(r['group'])}</td><td>{r['n']}</td><td>{r['flipped']}</td>"
-        f"<td>{fmt(r['measured_p_drop'])}</td><td>{fmt(r['predicted_p_drop'])}</td><td>{fmt(r['auroc'], '.3f')}</td></tr>"
+        f"<td>{fmt(r['measured_p_drop'])}</td><td>{fmt(r['predicted_p_drop'])}</td>"
+        f"<td>{fmt(r['auroc'], '.3f')}</td></tr>"
         for r in group_table(rows, pred))
     img = base64.b64encode(png).decode("ascii")
-    frag = (
-        "<section id='predicted-vs-measured'><h2>Predicted vs measured</h2>"
+    body = (
         f"<p>What the {html.escape(pred['source'])} risk predictor says before each edit, against the audit's "
         f"measurements: {rows.n_cases} cases, {len(rows.flipped)} probe facts recalled before the edit, "
-        f"{int(rows.flipped.sum())} flipped. AUROC of the flip prediction over all probe facts: {fmt(overall, '.3f')}.</p>"
+        f"{int(rows.flipped.sum())} flipped. AUROC of the flip prediction over all probe facts: "
+        f"{fmt(overall, '.3f')}.</p>"
         f"<img alt='predicted vs measured p drop' src='data:image/png;base64,{img}'>"
         "<table><thead><tr><th>probe group</th><th>facts</th><th>flipped</th><th>measured mean p drop</th>"
-        f"<th>predicted</th><th>flip AUROC</th></tr></thead><tbody>{trs}</tbody></table></section>")
-    return frag, png
+        f"<th>predicted</th><th>flip AUROC</th></tr></thead><tbody>{trs}</tbody></table>")
+    return body, png
 
 
-def predicted_vs_measured_section(audit_dir, risk_model=None, cache_dir=None, device: str = "cpu"):
-    """(HTML fragment, PNG bytes) for the audit in `audit_dir`, or None (see the module docstring).
+def _wrap(body: str) -> str:
+    return f"<section id='predicted-vs-measured'><h2>Predicted vs measured</h2>{body}</section>"
 
-    `risk_model`: a path or a loaded RiskModel. Recomputes the features from the audited model and facts."""
+
+def render(rows, pred: dict) -> tuple[str, bytes]:
+    body, png = render_body(rows, pred)
+    return _wrap(body), png
+
+
+def section_parts(audit_dir, risk_model=None, cache_dir=None, device: str = "cpu") -> SectionParts:
+    """The section's body and PNG for the audit in `audit_dir`, or the reason it has none.
+
+    `risk_model`: a path or a loaded RiskModel (a bad file is a UserError). Recomputes the features from the
+    audited model and facts (a UserError when they no longer exist)."""
     from pathlib import Path
 
     from kdel.errors import UserError
     from kdel.risk.data import audit_rows, read_audit
     from kdel.risk.model import load_risk_model
+    from kdel.risk.names import RANK_ONE
 
     rm = load_risk_model(risk_model) if isinstance(risk_model, (str, Path)) else risk_model
     try:
         src = read_audit(audit_dir)
-    except UserError:
-        return None  # no cases, or none with per-fact outcomes: the report goes without this section
+    except UserError as e:  # no cases, or none with per-fact outcomes: the report goes without this section
+        return SectionParts(None, None, str(e))
     if rm is None:
-        from kdel.risk.names import RANK_ONE
-
-        if any(c.spec.method not in RANK_ONE for c in src.cases):
-            return None
+        other = sorted({c.spec.method for c in src.cases} - set(RANK_ONE))
+        if other:
+            return SectionParts(None, None, f"not every case's method is rank-one ({', '.join(other)}): the "
+                                f"first-order κ predictor covers {' and '.join(RANK_ONE)} only; a risk model "
+                                f"(`kdel risk fit`) gives learned predictions for every method")
     if cache_dir is None:
         from kdel.delete.stage import default_cache_dir
 
         cache_dir = default_cache_dir()
     rows = audit_rows(src, Path(cache_dir), device)
     pred = section_data(rows, rm)
-    return None if pred is None else render(rows, pred)
+    if pred is None:
+        return SectionParts(None, None, "no case to predict")
+    return SectionParts(*render_body(rows, pred), None)
+
+
+def predicted_vs_measured_section(audit_dir, risk_model=None, cache_dir=None, device: str = "cpu"):
+    """(HTML fragment, PNG bytes) for the audit in `audit_dir`, or None (see the module docstring).
+
+    `risk_model`: a path or a loaded RiskModel. Recomputes the features from the audited model and facts."""
+    parts = section_parts(audit_dir, risk_model, cache_dir, device)
+    if parts.body is None:
+        return None
+    return _wrap(parts.body), parts.png
