@@ -22,12 +22,11 @@ Written into every audit case, summary, sweep record, train_report.json (`kdel t
 from __future__ import annotations
 
 import functools
-import hashlib
-import os
 import platform
-import subprocess
 from importlib import metadata
 from pathlib import Path
+
+from synth_kg.provenance import checkout_state, sources_hash
 
 LIBRARIES = {  # key in the record -> distribution name
     "torch": "torch",
@@ -48,42 +47,17 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _git(args: list[str], cwd: Path) -> str | None:
-    try:
-        r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10,
-                           env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
-    except Exception:  # noqa: BLE001 - no git, a timeout, ...: unknown
-        return None
-    return r.stdout.strip() if r.returncode == 0 else None
-
-
 @functools.lru_cache(maxsize=1)
 def git_state() -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout holding this kdel package, or (None, None) when it is not in one.
-
-    Dirty means a tracked file differs from the commit (untracked files such as run outputs do not count)."""
-    top = _git(["rev-parse", "--show-toplevel"], _PACKAGE)
-    if not top or not (Path(top) / "kdel").resolve() == _PACKAGE:
-        return None, None  # not a checkout, or kdel comes from elsewhere (e.g. site-packages inside a repo)
-    commit = _git(["rev-parse", "HEAD"], _PACKAGE)
-    if commit is None:
-        return None, None
-    status = _git(["status", "--porcelain", "--untracked-files=no"], _PACKAGE)
-    return commit, (None if status is None else bool(status))
+    """(commit, dirty) of the checkout holding this kdel package, or (None, None) when it is not in one
+    (synth_kg.provenance.checkout_state: untracked files do not make it dirty)."""
+    return checkout_state(_PACKAGE)
 
 
 @functools.lru_cache(maxsize=1)
 def code_hash() -> str | None:
     """sha256 over the relative paths and bytes of kdel's .py files (sorted)."""
-    try:
-        h = hashlib.sha256()
-        for p in sorted(_PACKAGE.rglob("*.py")):
-            h.update(p.relative_to(_PACKAGE).as_posix().encode())
-            h.update(b"\0")
-            h.update(p.read_bytes())
-        return h.hexdigest()
-    except OSError:
-        return None
+    return sources_hash(_PACKAGE)
 
 
 @functools.lru_cache(maxsize=1)

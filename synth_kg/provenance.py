@@ -49,33 +49,44 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return r.stdout.strip() if r.returncode == 0 else None
 
 
-@functools.lru_cache(maxsize=1)
-def git_state() -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout holding this synth_kg package, or (None, None) when it is not in one.
+def checkout_state(package: Path) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the git checkout whose top folder holds the package folder `package` (synth_kg/ or
+    kdel/), or (None, None) when there is none. Shared with kdel.provenance (synth_kg is the ground floor).
 
     Dirty means a tracked file differs from the commit (untracked files such as run outputs do not count)."""
-    top = _git(["rev-parse", "--show-toplevel"], _PACKAGE)
-    if not top or not (Path(top) / "synth_kg").resolve() == _PACKAGE:
-        return None, None  # not a checkout, or synth_kg comes from elsewhere (e.g. site-packages inside a repo)
-    commit = _git(["rev-parse", "HEAD"], _PACKAGE)
+    top = _git(["rev-parse", "--show-toplevel"], package)
+    if not top or not (Path(top) / package.name).resolve() == package:
+        return None, None  # not a checkout, or the package comes from elsewhere (e.g. site-packages inside a repo)
+    commit = _git(["rev-parse", "HEAD"], package)
     if commit is None:
         return None, None
-    status = _git(["status", "--porcelain", "--untracked-files=no"], _PACKAGE)
+    status = _git(["status", "--porcelain", "--untracked-files=no"], package)
     return commit, (None if status is None else bool(status))
 
 
-@functools.lru_cache(maxsize=1)
-def code_hash() -> str | None:
-    """sha256 over the relative paths and bytes of synth_kg's .py files (sorted)."""
+def sources_hash(package: Path) -> str | None:
+    """sha256 over the relative paths and bytes of the package folder's .py files (sorted)."""
     try:
         h = hashlib.sha256()
-        for p in sorted(_PACKAGE.rglob("*.py")):
-            h.update(p.relative_to(_PACKAGE).as_posix().encode())
+        for p in sorted(package.rglob("*.py")):
+            h.update(p.relative_to(package).as_posix().encode())
             h.update(b"\0")
             h.update(p.read_bytes())
         return h.hexdigest()
     except OSError:
         return None
+
+
+@functools.lru_cache(maxsize=1)
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout holding this synth_kg package (see checkout_state)."""
+    return checkout_state(_PACKAGE)
+
+
+@functools.lru_cache(maxsize=1)
+def code_hash() -> str | None:
+    """sha256 over synth_kg's .py files."""
+    return sources_hash(_PACKAGE)
 
 
 def provenance() -> dict:

@@ -121,7 +121,9 @@ def test_provenance_records_versions_and_never_fails(monkeypatch):
     assert rec["torch_threads"] >= 1 and len(rec["code_hash"]) == 64
     if rec["git_commit"] is not None:  # run from this checkout
         assert len(rec["git_commit"]) == 40 and isinstance(rec["git_dirty"], bool)
-    monkeypatch.setattr(prov, "_git", lambda *a, **k: None)  # no git, or not a checkout
+    import synth_kg.provenance as kg_prov
+
+    monkeypatch.setattr(kg_prov, "_git", lambda *a, **k: None)  # no git, or not a checkout (the shared lookup)
     prov.git_state.cache_clear()
     try:
         rec = prov.provenance(None)
