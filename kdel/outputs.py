@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from kdel.errors import UserError
@@ -203,3 +204,22 @@ class DirLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+@contextmanager
+def writing_into(out, kind: str, inputs: Iterable = ()) -> Iterator[Path]:
+    """Check `out` by the output rule, hold its writer lock for the block, and yield it. A directory the block
+    created but left with nothing written (it failed first) is removed, so a failed run leaves no trace."""
+    out = Path(out)
+    check_out_dir(out, kind, inputs=inputs)
+    created = not out.exists()
+    lock = DirLock(out, kind).acquire()
+    try:
+        yield out
+    except BaseException:
+        if created and os.listdir(out) == [LOCK_FILE]:
+            os.unlink(out / LOCK_FILE)
+            os.rmdir(out)
+        raise
+    finally:
+        lock.release()

@@ -17,7 +17,6 @@ Files, inside the audit directory OUT (one writer: the audit's lock):
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import time
@@ -116,23 +115,13 @@ def plan_cases(config: EntityAuditConfig, table, entities: list[dict]) -> list[d
 def run_entity_audit(model_dir, table, out_dir, config: EntityAuditConfig, progress: bool = True,
                      device: str = "cpu", kg_dir=None, corpus=None, recompute: bool = True, inputs=()) -> dict:
     """Run (or resume) the entity audit; returns the summary (also OUT/entities/summary.json)."""
-    from kdel.outputs import LOCK_FILE, DirLock, check_out_dir
+    from kdel.outputs import writing_into
 
     config.validate()
     out = Path(out_dir)
     facts_path = table.meta.get("path") if table.source == "facts" else None
-    check_out_dir(out, "audit", inputs=[model_dir, facts_path, kg_dir, corpus, *inputs])
-    created = not out.exists()
-    lock = DirLock(out, "audit").acquire()
-    try:
+    with writing_into(out, "audit", inputs=[model_dir, facts_path, kg_dir, corpus, *inputs]):
         return _run_locked(model_dir, table, out, config, progress, device, corpus, recompute)
-    except BaseException:
-        if created and os.listdir(out) == [LOCK_FILE]:
-            os.unlink(out / LOCK_FILE)
-            os.rmdir(out)
-        raise
-    finally:
-        lock.release()
 
 
 def _run_locked(model_dir, table, out: Path, config: EntityAuditConfig, progress, device, corpus, recompute):

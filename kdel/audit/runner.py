@@ -12,7 +12,6 @@ A resume reuses a case file only when it is valid and its fingerprint equals the
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from kdel.audit.cases import AuditConfig
 from kdel.audit.plan import check_backend, check_layers, make_plan, plan_key, read_plan, write_plan
 from kdel.audit.schema import CONFIG_FORMAT, CaseRecord
 from kdel.io import atomic_write_json
-from kdel.outputs import LOCK_FILE, DirLock, check_out_dir
+from kdel.outputs import writing_into
 
 
 class CaseSink:
@@ -83,19 +82,9 @@ def run_audit(model_dir, table, out_dir, config: AuditConfig, workers: int = 1, 
     out = Path(out_dir)
     facts_path = table.meta.get("path") if table.source == "facts" else None
     corpus_file = corpus.spec if isinstance(corpus, Corpus) and corpus.source == "file" else None
-    check_out_dir(out, "audit", inputs=[model_dir, facts_path, kg_dir, corpus_file, config.traces_dir, *inputs])
-    created = not out.exists()
-    lock = DirLock(out, "audit").acquire()
-    try:
+    with writing_into(out, "audit", inputs=[model_dir, facts_path, kg_dir, corpus_file, config.traces_dir, *inputs]):
         return _run_locked(model_dir, table, out, config, workers, backend, progress, device, threads, kg_dir,
                            corpus, recompute, gpus_per_worker)
-    except BaseException:
-        if created and os.listdir(out) == [LOCK_FILE]:  # failed before writing anything: leave no trace
-            os.unlink(out / LOCK_FILE)
-            os.rmdir(out)
-        raise
-    finally:
-        lock.release()
 
 
 def _run_locked(model_dir, table, out: Path, config: AuditConfig, workers, backend, progress, device, threads,

@@ -12,7 +12,6 @@ unchanged, so a killed run recomputes only the trial it was in.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,23 +37,13 @@ def run_inputs(model_dir, table, config: SequentialConfig, corpus=None) -> dict:
 def run_sequential_audit(model_dir, table, out_dir, config: SequentialConfig, progress: bool = True,
                          device: str = "cpu", kg_dir=None, corpus=None, recompute: bool = True, inputs=()) -> dict:
     """Run (or resume) the sequential-deletion trials; returns the summary (also OUT/sequential/summary.json)."""
-    from kdel.outputs import LOCK_FILE, DirLock, check_out_dir
+    from kdel.outputs import writing_into
 
     config.validate()
     out = Path(out_dir)
     facts_path = table.meta.get("path") if table.source == "facts" else None
-    check_out_dir(out, "audit", inputs=[model_dir, facts_path, kg_dir, corpus, *inputs])
-    created = not out.exists()
-    lock = DirLock(out, "audit").acquire()
-    try:
+    with writing_into(out, "audit", inputs=[model_dir, facts_path, kg_dir, corpus, *inputs]):
         return _run_locked(model_dir, table, out, config, progress, device, corpus, recompute)
-    except BaseException:
-        if created and os.listdir(out) == [LOCK_FILE]:
-            os.unlink(out / LOCK_FILE)
-            os.rmdir(out)
-        raise
-    finally:
-        lock.release()
 
 
 def _run_locked(model_dir, table, out: Path, config, progress, device, corpus, recompute) -> dict:
