@@ -24,7 +24,7 @@ import torch
 
 from kdel.models.adapter import ModelAdapter, first_tensor, with_first_tensor
 from kdel.models.positions import site_position
-from kdel.models.scoring import _pad_batch, _pad_id, encode_prompt_target
+from kdel.models.scoring import _pad_batch, _pad_id, encode_prompt_target, gather_target_logprobs
 
 SITES = ("subject_last", "last")
 BATCH_TOKENS = 2048  # padded tokens per forward/backward
@@ -136,16 +136,8 @@ def _run_chunk(adapter, seqs, encoded, chunk, layers, pad, device, keys, grads, 
     try:
         with torch.enable_grad():
             logits = adapter.model(input_ids=ids, attention_mask=mask).logits
-            b_idx, p_idx, t_idx, seg = [], [], [], []
-            for j, (p, t) in enumerate(encoded):
-                for k, tid in enumerate(t):
-                    b_idx.append(j)
-                    p_idx.append(len(p) - 1 + k)
-                    t_idx.append(tid)
-                    seg.append(j)
-            lp = torch.log_softmax(logits[torch.tensor(b_idx, device=device), torch.tensor(p_idx, device=device)]
-                                   .float(), dim=-1)
-            tgt = torch.tensor(t_idx, device=device)
+            lp, tgt, seg_t = gather_target_logprobs(logits, encoded)  # the one log-prob gather
+            seg = seg_t.tolist()
             own = lp.gather(1, tgt[:, None])[:, 0]
             order = list(layers)
             got = torch.autograd.grad(own.sum(), [probes[layer] for layer in order])  # parameters' .grad untouched
