@@ -7,12 +7,11 @@ An audit directory holds `cases/*.json` (+ `audit_config.json`); a pipeline run 
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdel.audit.schema import CaseSchemaError, validate_case
+from kdel.audit.schema import CaseSchemaError
 from kdel.errors import UserError
 from kdel.io import read_json_object
 
@@ -48,18 +47,12 @@ class AuditData:
 
 
 def read_case_file(path: Path) -> dict:
-    """A validated kdel-case/1 document; raises CaseSchemaError naming what is wrong."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise CaseSchemaError(f"not UTF-8 text ({e.reason})") from None
-    if not text.strip():
-        raise CaseSchemaError("empty file")
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise CaseSchemaError(f"not valid JSON, truncated or corrupted ({e.msg}: line {e.lineno} column {e.colno})") from None
-    validate_case(d, path.stem)
+    """A validated kdel-case/1 document; raises CaseSchemaError naming what is wrong (kdel.audit.store.read_case)."""
+    from kdel.audit.store import read_case
+
+    d = read_case(path)
+    if d is None:
+        raise FileNotFoundError(path)
     return d
 
 

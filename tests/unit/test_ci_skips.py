@@ -22,7 +22,9 @@ def test_skips_by_design():
     pytest.skip("this machine has CUDA")
 
 def test_runs():
-    assert True
+    import json
+
+    assert json.loads('[1, 2]') == [1, 2]
 '''
 
 
