@@ -116,7 +116,7 @@ def test_cli_audit_small_run(trained_model_dir, tiny_kg_dir, tmp_path, capsys):
 @pytest.mark.slow
 def test_one_writer_then_kill_and_resume_gives_the_same_summary(trained_model_dir, tiny_kg_dir, tiny_kg, tmp_path):
     hp = tmp_path / "hp.yaml"
-    hp.write_text("sleep_s: 1.5\n")  # slow enough that a second process can start on a loaded machine
+    hp.write_text("sleep_s: 0.4\n")
     out = tmp_path / "killed"
     args = ["audit", "--model", str(trained_model_dir), "--kg", str(tiny_kg_dir), "--out", str(out), "--methods",
             "toy-slow", "--hparams", str(hp), "--unrelated", "40", "--quiet", "--no-tracing-effect", "--layers",
