@@ -98,8 +98,9 @@ def summarise(rows: list[dict]) -> dict:
         out[who] = {"n": len(got), "flips": float(np.mean([g["flips"] for g in got])) if got else None,
                     "p_drop": float(np.mean([g["p_drop"] for g in got])) if got else None,
                     "efficacy": float(np.mean([g["ok"] for g in got])) if got else None}
-    both = [r for r in rows if r["outcome"]["hindsight"] is not None]
-    out["facts_with_a_successful_candidate"] = len(both)
+    both = [r for r in rows if r["outcome"]["hindsight"] is not None and r["outcome"]["planned"] is not None]
+    out["facts_with_a_successful_candidate"] = sum(r["outcome"]["hindsight"] is not None for r in rows)
+    out["facts_whose_planned_candidate_was_not_audited"] = sum(r["outcome"]["planned"] is None for r in rows)
     d, p = out["default"], out["planned"]
     out["reduction_vs_default_p_drop"] = None if not d["p_drop"] else 1 - p["p_drop"] / d["p_drop"]
     out["reduction_vs_default_flips"] = None if not d["flips"] else 1 - p["flips"] / d["flips"]

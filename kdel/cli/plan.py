@@ -31,6 +31,18 @@ def _layers(value: Optional[str]) -> Optional[list[int]]:
         raise UserError(f"--layers must be 'all' or a comma-separated list of layers, got {value!r}") from None
 
 
+def _hparams(values: list[str]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for v in values:
+        method, sep, path = v.partition("=")
+        if not sep or not method.strip() or not path.strip():
+            raise UserError(f"--hparams must be METHOD=FILE.yaml, got {v!r}")
+        if method.strip() in out:
+            raise UserError(f"--hparams: method {method.strip()!r} is given twice")
+        out[method.strip()] = Path(path.strip())
+    return out
+
+
 def plan_command(
     model: Path = typer.Option(..., "--model", help="Model directory (Hugging Face, safetensors)."),
     kg: Optional[Path] = typer.Option(None, "--kg", help="KG bundle directory (or use --facts)."),
@@ -42,6 +54,8 @@ def plan_command(
     sites: str = typer.Option("subject_last,last", "--sites", help="Candidate edit sites."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Candidate layers, comma-separated, or all (default)."),
     risk_model: Optional[Path] = typer.Option(None, "--risk-model", help="Fitted predictor (kdel risk fit)."),
+    hparams: list[str] = typer.Option([], "--hparams", help="METHOD=FILE.yaml: that method's hyperparameter "
+                                      "overrides (repeat per method; as kdel delete --hparams)."),
     min_success: Optional[float] = typer.Option(None, "--min-success", help="Predicted efficacy a candidate needs (default 0.5)."),
     apply: bool = typer.Option(False, "--apply", help="Apply the chosen candidate and verify it with an audit case."),
     out: Optional[Path] = typer.Option(None, "--out", help="With --apply: directory for the edited model."),
@@ -64,7 +78,7 @@ def plan_command(
                        recognise=lambda p: _format(p) == PLAN_FORMAT, what="plan file")
     plan = run_plan(model, kg=kg, facts=facts, corpus=corpus, fact_ids=fact, subject=subject,
                     methods=_list(methods, "--methods"), sites=_list(sites, "--sites"), layers=_layers(layers),
-                    risk_model=risk_model, apply=apply, out=out, min_success=min_success, cache_dir=cache_dir,
+                    risk_model=risk_model, hparams=_hparams(hparams), apply=apply, out=out, min_success=min_success, cache_dir=cache_dir,
                     device=device, seed=seed)
     print_plan(plan)
     ch = plan["chosen"]

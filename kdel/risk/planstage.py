@@ -36,7 +36,8 @@ def facts_for(table, fact_ids, subject: str | None) -> list[int]:
 
 
 def run_plan(model, *, kg=None, facts=None, corpus=None, fact_ids=(), subject: str | None = None,
-             methods=None, sites=("subject_last", "last"), layers=None, risk_model=None, apply: bool = False,
+             methods=None, sites=("subject_last", "last"), layers=None, risk_model=None, hparams=None,
+             apply: bool = False,
              out=None, min_success: float | None = None, cache_dir=None, device: str = "cpu", seed: int = 0) -> dict:
     from kdel.delete.stage import default_cache_dir
     from kdel.facts import load_fact_table
@@ -59,10 +60,14 @@ def run_plan(model, *, kg=None, facts=None, corpus=None, fact_ids=(), subject: s
     for m in methods:
         for s in sites:
             check_method_site(m, s, rm)
-    hp_of = {m: resolve_hparams(m, None) for m in methods}
+    hparams = dict(hparams or {})
+    extra = sorted(set(hparams) - set(methods))
+    if extra:
+        raise UserError(f"--hparams for {', '.join(extra)}, which is not a candidate method ({', '.join(methods)})")
+    hp_of = {m: resolve_hparams(m, hparams.get(m)) for m in methods}
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if out is not None:
-        check_out_dir(out, "edit", inputs=[model, kg, facts, corpus, risk_model, cache])
+        check_out_dir(out, "edit", inputs=[model, kg, facts, corpus, risk_model, cache, *hparams.values()])
     check_model_dir(model)
     table = load_fact_table(kg=kg, facts=facts, corpus=corpus)
     ids = facts_for(table, list(fact_ids or []), subject)
@@ -79,7 +84,7 @@ def run_plan(model, *, kg=None, facts=None, corpus=None, fact_ids=(), subject: s
     plan = make_plan(ctx, rm, ids, methods, sites, layers, hp_of, seed,
                      MIN_SUCCESS if min_success is None else min_success)
     plan.update({"format": PLAN_FORMAT, "model": str(Path(model).resolve()), "risk_model": str(Path(risk_model).resolve()),
-                 "methods": methods, "sites": list(sites), "layers": layers, "seed": seed})
+                 "methods": methods, "sites": list(sites), "layers": layers, "seed": seed, "hparams": hp_of})
     if apply:
         plan["measured"] = apply_plan(lm, tok, table, ctx, plan, Path(model), Path(out), cache, hp_of, seed, dev)
     return plan

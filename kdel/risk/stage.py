@@ -99,7 +99,7 @@ def run_risk(model, *, fact_ids, kg=None, facts=None, corpus=None, method: str =
     if not 0 <= layer < n_layers:
         raise UserError(f"--layer {layer} is out of range: this model has layers 0..{n_layers - 1}")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    ctx = FeatureContext(lm, tok, table, cache_dir=cache, layers=[layer])
+    ctx = FeatureContext(lm, tok, table, cache_dir=cache, layers=[layer], trace_seed=seed)
     pool = table.unrelated_sample(unrelated, seed)
     cases = []
     for fid in fact_ids:

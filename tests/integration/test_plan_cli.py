@@ -76,3 +76,30 @@ def test_plan_bad_inputs_exit_2_with_one_line(trained_model_dir, tiny_kg_dir, tm
         assert len(errors) == 1 and needle in errors[0], (args, cap.err)
     code, cap = _run(capsys, [*base, "--fact", 4242, "--risk-model", tmp_path / "m.json"])
     assert code == 2 and "fact 4242 does not exist" in cap.err
+
+
+def test_plan_hparams_reach_the_candidates_and_bad_forms_exit_2(trained_model_dir, tiny_kg_dir, tmp_path, capsys):
+    from tests.unit.test_risk_model import planted_model
+
+    model = planted_model(tmp_path / "m.json")
+    (tmp_path / "rome.yaml").write_text("n_prefixes: 1\nclamp_factor: 2.5\n")
+    base = ["plan", "--model", trained_model_dir, "--kg", tiny_kg_dir, "--fact", 3, "--methods", "rome",
+            "--sites", "last", "--layers", "1", "--risk-model", model, "--cache-dir", tmp_path / "cache"]
+    runs = {}
+    for name, extra in (("default", []), ("file", ["--hparams", f"rome={tmp_path / 'rome.yaml'}"])):
+        code, cap = _run(capsys, [*base, *extra, "--json", tmp_path / f"{name}.json"])
+        assert code == 0, cap.err
+        runs[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert runs["file"]["hparams"]["rome"]["n_prefixes"] == 1
+    assert runs["file"]["hparams"]["rome"]["clamp_factor"] == 2.5
+    assert runs["default"]["hparams"]["rome"]["n_prefixes"] == 5
+    # fewer prefixes make another key, so the first-order transfer onto the probes changes
+    cand = {n: r["candidates"][0] for n, r in runs.items()}
+    assert (cand["file"]["expected_flips"], cand["file"]["mean_p_drop"]) != \
+        (cand["default"]["expected_flips"], cand["default"]["mean_p_drop"])
+    (tmp_path / "bad.yaml").write_text("no_such_knob: 1\n")
+    for value, needle in (("rome", "METHOD=FILE"), (f"memit={tmp_path / 'rome.yaml'}", "not a candidate method"),
+                          (f"rome={tmp_path / 'bad.yaml'}", "unknown hyperparameter")):
+        code, cap = _run(capsys, [*base, "--hparams", value])
+        errors = [ln for ln in cap.err.splitlines() if ln.startswith("kdel: error:")]
+        assert code == 2 and len(errors) == 1 and needle in errors[0], (value, cap.err)
