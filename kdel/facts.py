@@ -57,6 +57,11 @@ class FactTable:
     entity_ids: dict[str, int] | None = None  # surface key -> entity id; None = order of first appearance
 
     # -- construction ------------------------------------------------------------------------
+    @property
+    def facts_path(self) -> str | None:
+        """The facts file this table was read from (None for a KG bundle)."""
+        return self.meta.get("path") if self.source == "facts" else None
+
     @classmethod
     def from_kg(cls, kg) -> FactTable:
         facts = []

@@ -115,16 +115,13 @@ def plan_cases(config: EntityAuditConfig, table, entities: list[dict]) -> list[d
 def run_entity_audit(model_dir, table, out_dir, config: EntityAuditConfig, progress: bool = True,
                      device: str = "cpu", kg_dir=None, corpus=None, recompute: bool = True, inputs=()) -> dict:
     """Run (or resume) the entity audit; returns the summary (also OUT/entities/summary.json)."""
-    from kdel.outputs import writing_into
+    from kdel.audit.store import run_locked
 
-    config.validate()
-    out = Path(out_dir)
-    facts_path = table.meta.get("path") if table.source == "facts" else None
-    with writing_into(out, "audit", inputs=[model_dir, facts_path, kg_dir, corpus, *inputs]):
-        return _run_locked(model_dir, table, out, config, progress, device, corpus, recompute)
+    return run_locked(_run_locked, model_dir, table, out_dir, config, kg_dir=kg_dir, corpus=corpus, inputs=inputs,
+                      progress=progress, device=device, recompute=recompute)
 
 
-def _run_locked(model_dir, table, out: Path, config: EntityAuditConfig, progress, device, corpus, recompute):
+def _run_locked(model_dir, table, out: Path, config: EntityAuditConfig, *, progress, device, corpus, recompute):
     from kdel import __version__
     from kdel.audit import store
     from kdel.audit.entity_summary import summarize_entities

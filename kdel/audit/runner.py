@@ -80,7 +80,7 @@ def run_audit(model_dir, table, out_dir, config: AuditConfig, workers: int = 1, 
     if config.fluency is None:
         config = dataclasses.replace(config, fluency=not kdel_trained(model_dir))
     out = Path(out_dir)
-    facts_path = table.meta.get("path") if table.source == "facts" else None
+    facts_path = table.facts_path
     corpus_file = corpus.spec if isinstance(corpus, Corpus) and corpus.source == "file" else None
     with writing_into(out, "audit", inputs=[model_dir, facts_path, kg_dir, corpus_file, config.traces_dir, *inputs]):
         return _run_locked(model_dir, table, out, config, workers, backend, progress, device, threads, kg_dir,
@@ -121,7 +121,7 @@ def _run_locked(model_dir, table, out: Path, config: AuditConfig, workers, backe
         "provenance": prov,
         "model_dir": _abs(model_dir),
         "kg_dir": _abs(kg_dir),
-        "facts": _abs(table.meta.get("path")) if table.source == "facts" else None,
+        "facts": _abs(table.facts_path),
         "corpus": _corpus_spec(corpus),
         "corpus_info": corpus_record(table, tok),
         "unrelated_pool": pool,

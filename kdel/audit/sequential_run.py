@@ -37,16 +37,13 @@ def run_inputs(model_dir, table, config: SequentialConfig, corpus=None) -> dict:
 def run_sequential_audit(model_dir, table, out_dir, config: SequentialConfig, progress: bool = True,
                          device: str = "cpu", kg_dir=None, corpus=None, recompute: bool = True, inputs=()) -> dict:
     """Run (or resume) the sequential-deletion trials; returns the summary (also OUT/sequential/summary.json)."""
-    from kdel.outputs import writing_into
+    from kdel.audit.store import run_locked
 
-    config.validate()
-    out = Path(out_dir)
-    facts_path = table.meta.get("path") if table.source == "facts" else None
-    with writing_into(out, "audit", inputs=[model_dir, facts_path, kg_dir, corpus, *inputs]):
-        return _run_locked(model_dir, table, out, config, progress, device, corpus, recompute)
+    return run_locked(_run_locked, model_dir, table, out_dir, config, kg_dir=kg_dir, corpus=corpus, inputs=inputs,
+                      progress=progress, device=device, recompute=recompute)
 
 
-def _run_locked(model_dir, table, out: Path, config, progress, device, corpus, recompute) -> dict:
+def _run_locked(model_dir, table, out: Path, config, *, progress, device, corpus, recompute) -> dict:
     from kdel.audit.evaluate import BaseScores
     from kdel.audit.resume import fingerprint, scan_units, settle, write_unit
     from kdel.io import atomic_write_json

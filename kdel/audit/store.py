@@ -43,6 +43,17 @@ class ResumeWarning(UserWarning):
 
 
 # -- paths, writes, reads ---------------------------------------------------------------------------------
+def run_locked(body, model_dir, table, out_dir, config, *, kg_dir=None, corpus=None, inputs=(), **kwargs):
+    """Validate `config`, then `body(model_dir, table, OUT, config, corpus=corpus, **kwargs)` while holding OUT
+    under kdel's output rule (never an input; kdel's own audit directory only; one writer)."""
+    from kdel.outputs import writing_into
+
+    config.validate()
+    out = Path(out_dir)
+    with writing_into(out, "audit", inputs=[model_dir, table.facts_path, kg_dir, corpus, *inputs]):
+        return body(model_dir, table, out, config, corpus=corpus, **kwargs)
+
+
 def case_path(out, case_id: str) -> Path:
     return Path(out) / CASES_DIR / f"{case_id}.json"
 

@@ -17,30 +17,25 @@ def _family(p: Sequence[float | None]) -> tuple[np.ndarray, np.ndarray]:
     return idx, vals
 
 
-def holm(p: Sequence[float | None]) -> list[float | None]:
-    """Holm's step-down adjusted p: sorted ascending, p̃_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j))."""
+def _adjust(p: Sequence[float | None], sorted_adjust) -> list[float | None]:
+    """Apply `sorted_adjust(p ascending, m)` to the family and put the results back in the input's order."""
     idx, vals = _family(p)
     out: list[float | None] = [None] * len(p)
     m = len(vals)
     if m == 0:
         return out
     order = np.argsort(vals, kind="stable")
-    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * vals[order]))
+    adj = sorted_adjust(vals[order], m)
     for k, i in enumerate(order):
         out[int(idx[i])] = float(adj[k])
     return out
+
+
+def holm(p: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p: sorted ascending, p̃_(i) = max_{j ≤ i} min(1, (m − j + 1) p_(j))."""
+    return _adjust(p, lambda ps, m: np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * ps)))
 
 
 def benjamini_hochberg(p: Sequence[float | None]) -> list[float | None]:
     """Benjamini–Hochberg q: sorted ascending, q_(i) = min_{j ≥ i} min(1, m p_(j) / j)."""
-    idx, vals = _family(p)
-    out: list[float | None] = [None] * len(p)
-    m = len(vals)
-    if m == 0:
-        return out
-    order = np.argsort(vals, kind="stable")
-    raw = m * vals[order] / np.arange(1, m + 1)
-    adj = np.minimum(1.0, np.minimum.accumulate(raw[::-1])[::-1])
-    for k, i in enumerate(order):
-        out[int(idx[i])] = float(adj[k])
-    return out
+    return _adjust(p, lambda ps, m: np.minimum(1.0, np.minimum.accumulate((m * ps / np.arange(1, m + 1))[::-1])[::-1]))

@@ -185,7 +185,7 @@ def run_sweep(config_path, out, opts: SweepOptions | None = None) -> SweepResult
                 "jobs": plan.counts(), "invocations": invocations})
 
         save_state()
-        _say(opts.progress, describe_plan(config, plan, None))
+        _say(opts.progress, describe_plan(config, plan, out))
         executor = make_executor(opts.backend, opts.workers, out, device, opts.threads)
         try:
             n_run, skipped, failures, user_error = schedule(plan, out, executor, opts.progress, save_state)

@@ -10,27 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdel.audit.schema.records import (
-    CASE_FORMAT,
-    CASE_FORMATS,
-    GROUP_METRIC_KEYS,
-    CaseRecord,
-    EditSection,
-    EfficacyRecord,
-    FactRecord,
-    FingerprintRecord,
-    FluencyRecord,
-    GlobalRecord,
-    GroupRecord,
-    HaseRecord,
-    KLRecord,
-    ProbeOutcomes,
-    ProvenanceRecord,
-    SpecRecord,
-    TimingRecord,
-    TraceRecord,
-    WorkerRecord,
-)
+from kdel.audit.schema import records as _records
+from kdel.audit.schema.records import *  # noqa: F403  re-exports the typed records (records.__all__)
+from kdel.audit.schema.records import CASE_FORMAT, CASE_FORMATS, CaseRecord
 from kdel.audit.schema.typed import CaseSchemaError
 
 SUMMARY_FORMAT = "kdel-summary/1"
@@ -60,32 +42,5 @@ def result_view(case: dict) -> dict:
     return {k: v for k, v in case.items() if k not in RUN_DEPENDENT_KEYS and k not in INPUT_KEYS}
 
 
-__all__ = [
-    "CASE_FORMAT",
-    "CASE_FORMATS",
-    "CONFIG_FORMAT",
-    "GROUP_METRIC_KEYS",
-    "INPUT_KEYS",
-    "PLAN_FORMAT",
-    "RUN_DEPENDENT_KEYS",
-    "SUMMARY_FORMAT",
-    "CaseRecord",
-    "CaseSchemaError",
-    "EditSection",
-    "EfficacyRecord",
-    "FactRecord",
-    "FingerprintRecord",
-    "FluencyRecord",
-    "GlobalRecord",
-    "GroupRecord",
-    "HaseRecord",
-    "KLRecord",
-    "ProbeOutcomes",
-    "ProvenanceRecord",
-    "SpecRecord",
-    "TimingRecord",
-    "TraceRecord",
-    "WorkerRecord",
-    "result_view",
-    "validate_case",
-]
+__all__ = [*_records.__all__, "CONFIG_FORMAT", "INPUT_KEYS", "PLAN_FORMAT", "RUN_DEPENDENT_KEYS", "SUMMARY_FORMAT",
+           "result_view", "validate_case"]

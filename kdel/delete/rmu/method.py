@@ -22,9 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from kdel.delete.base import DeletionRequest, EditContext, register_method
-from kdel.delete.retain import select_retain_facts, unrelated_pool_of
 from kdel.delete.unlearn.hparams import check_non_negative, check_positive, check_steps
-from kdel.delete.unlearn.method import UnlearningMethod, fact_pairs, mlp_param_names
+from kdel.delete.unlearn.method import UnlearningMethod, mlp_param_names
 from kdel.delete.unlearn.terms import RetainTerm
 from kdel.errors import UserError
 
@@ -121,12 +120,7 @@ class RMU(UnlearningMethod):
                      "forget_hidden_norm": mean_norm, "forget_positions": int(len(rows))}
         return loss
 
-    def retain_term(self, ctx, request):
-        hp = self.hparams
-        if hp.retain == "none" or hp.retain_weight == 0:
-            return None, []
-        facts = select_retain_facts(ctx.table, request.facts, hp.retain_size, request.seed, unrelated_pool_of(ctx))
-        if not facts:
-            return None, []
+    def make_retain_term(self, ctx, request, pairs):
+        """RMU keeps the retain prompts' hidden state at its layer (the 'act' term), whatever hp.retain names."""
         module = ctx.adapter.layer(self.hidden_layer(ctx, request))
-        return RetainTerm("act", fact_pairs(ctx.tokenizer, facts), hp.retain_weight, module), [f.id for f in facts]
+        return RetainTerm("act", pairs, self.hparams.retain_weight, module)

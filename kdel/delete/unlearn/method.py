@@ -95,7 +95,11 @@ class UnlearningMethod(DeletionMethod):
         facts = select_retain_facts(ctx.table, request.facts, hp.retain_size, request.seed, unrelated_pool_of(ctx))
         if not facts:
             return None, []
-        return RetainTerm(hp.retain, fact_pairs(ctx.tokenizer, facts), hp.retain_weight), [f.id for f in facts]
+        return self.make_retain_term(ctx, request, fact_pairs(ctx.tokenizer, facts)), [f.id for f in facts]
+
+    def make_retain_term(self, ctx: EditContext, request: DeletionRequest, pairs) -> RetainTerm:
+        """The retain term on the selected facts' pairs: hp.retain ('gd' or 'kl') with hp.retain_weight."""
+        return RetainTerm(self.hparams.retain, pairs, self.hparams.retain_weight)
 
     def recorded_modules(self, ctx: EditContext, request: DeletionRequest) -> dict:
         return {}
