@@ -115,8 +115,9 @@ def test_cli_audit_small_run(trained_model_dir, tiny_kg_dir, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_one_writer_then_kill_and_resume_gives_the_same_summary(trained_model_dir, tiny_kg_dir, tiny_kg, tmp_path):
+    sleep_s = 1.0  # per case: slow enough that a second process can start and be refused on a loaded machine
     hp = tmp_path / "hp.yaml"
-    hp.write_text("sleep_s: 0.4\n")
+    hp.write_text(f"sleep_s: {sleep_s}\n")
     out = tmp_path / "killed"
     args = ["audit", "--model", str(trained_model_dir), "--kg", str(tiny_kg_dir), "--out", str(out), "--methods",
             "toy-slow", "--hparams", str(hp), "--unrelated", "40", "--quiet", "--no-tracing-effect", "--layers",
@@ -157,7 +158,7 @@ def test_one_writer_then_kill_and_resume_gives_the_same_summary(trained_model_di
     assert resumed["timing"]["cases_run"] == n_total - len(finished)
 
     config = AuditConfig(methods=("toy-slow",), sites=("subject_last", "last"), layers=(1, 3), per_bin=2,
-                         n_bins=5, unrelated_size=40, hparams={"toy-slow": {"sleep_s": 0.4}}, tracing_effect=False)
+                         n_bins=5, unrelated_size=40, hparams={"toy-slow": {"sleep_s": sleep_s}}, tracing_effect=False)
     whole = run_audit(trained_model_dir, FactTable.from_kg(tiny_kg), tmp_path / "whole", config, progress=False)
     assert _strip_timing(json.loads(json.dumps(whole))) == _strip_timing(resumed)
 
