@@ -1,11 +1,12 @@
 """Validation of the risk predictor across seeds (one command; RESULTS.md written by this code).
 
-    PYTHONPATH=. python experiments/risk/run.py --out runs/risk [--jobs 2] [--results-md experiments/risk/RESULTS.md]
+    PYTHONPATH=. python experiments/risk/run.py --out runs/risk [--jobs 2] [--per-bin 2] [--test-seeds 1,2]
+        [--results-md experiments/risk/RESULTS.md]
 
-1. For BA and ER × seeds 0, 1, 2: a KG, a `tiny` model and an audit (ROME at both sites and every layer, 2
-   targets per popularity bin) — experiments/risk/stages.py; resumable.
+1. For BA and ER × seed 0 and the test seeds: a KG, a `tiny` model and an audit (ROME at both sites and every
+   layer, --per-bin targets per popularity bin) — experiments/risk/stages.py; resumable.
 2. Fit the learned predictor on seed 0's audits (BA and ER) with `kdel risk fit`'s code (DIR/risk_model.json).
-3. Recompute the features of seeds 1 and 2 (new KGs, new models), predict, and score against the audits'
+3. Recompute the features of the test seeds (new KGs, new models), predict, and score against the audits'
    measured outcomes (experiments/risk/evaluate.py), with CIs from a cluster bootstrap over subjects.
 4. Write DIR/results.json, DIR/figures/*.png and RESULTS.md (with kdel.provenance).
 """
@@ -28,6 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="working directory (KGs, models, audits, results)")
     ap.add_argument("--jobs", type=int, default=2, help="parallel training processes / audit workers")
     ap.add_argument("--per-bin", type=int, default=2, help="targets per popularity bin in each audit")
+    ap.add_argument("--test-seeds", default="1,2", help="comma-separated seeds to test on (seed 0 is fitted on)")
     ap.add_argument("--entities", type=int, default=100)
     ap.add_argument("--relations", type=int, default=25)
     ap.add_argument("--n-boot", type=int, default=1000)
@@ -41,7 +43,14 @@ def main(argv=None) -> int:
 
     t_start = time.perf_counter()
     out = args.out
-    s = Settings(per_bin=args.per_bin, entities=args.entities, relations=args.relations, jobs=args.jobs)
+    try:
+        test_seeds = tuple(int(x) for x in args.test_seeds.split(","))
+    except ValueError:
+        ap.error(f"--test-seeds must be comma-separated integers, got {args.test_seeds!r}")
+    if not test_seeds or 0 in test_seeds or len(set(test_seeds)) != len(test_seeds):
+        ap.error("--test-seeds: distinct seeds other than 0 (the training seed)")
+    s = Settings(per_bin=args.per_bin, entities=args.entities, relations=args.relations, jobs=args.jobs,
+                 seeds=(0, *test_seeds))
     wall = {}
     t0 = time.perf_counter()
     build_models(out, s)
