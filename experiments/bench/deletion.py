@@ -2,14 +2,15 @@
 default KG (200 entities), one at a time, at a setting calibrated on separate facts.
 
     python experiments/bench/deletion.py [--run-dir runs/bench-deletion] [--n 50] [--calib 20] [--sequential 20]
-                                         [--methods alphaedit rmu simnpo memit] [--topology ba|er]
+                                         [--methods alphaedit rmu simnpo memit] [--topology ba|er] [--resume]
 
 Generates and trains the model on first use (cached under the run directory, which is gitignored; `--topology
 er` builds the Erdős–Rényi KG of the same size instead of the default BA one). For each
 method: the first setting of its grid (ordered from least to most invasive) that reaches >= 90% efficacy
 under the collateral bound on the calibration facts, else the best one; then efficacy, `unrelated`
 accuracy after, mean ||ΔW|| and seconds per edit on the evaluation facts; then sequential deletion of
-`--sequential` facts for the gradient methods. Prints markdown tables and writes results.json.
+`--sequential` facts for the gradient methods. Prints markdown tables and writes results.json (with the
+command and kdel.provenance) after every method, so `--resume` continues an interrupted run.
 """
 
 from __future__ import annotations
@@ -139,6 +140,19 @@ def calibrate(name: str, ctx, calib_ids, pool, log=print, reuse: dict | None = N
     return best[0], best[1], tried
 
 
+def finished_methods(old: dict, new: dict, methods: list[str]) -> dict:
+    """The finished (not failed) method entries of an earlier results file of the same command, facts and commit."""
+    same = (old.get("command") == new["command"] and old.get("calibration_ids") == new["calibration_ids"]
+            and old.get("evaluation_ids") == new["evaluation_ids"]
+            and (old.get("provenance") or {}).get("git_commit") == new["provenance"].get("git_commit")
+            and not (old.get("provenance") or {}).get("git_dirty", True) and not new["provenance"].get("git_dirty", True))
+    if not same:
+        print("--resume: the results file is from another command, facts or commit (or a dirty tree): starting over",
+              file=sys.stderr)
+        return {}
+    return {n: e for n, e in old.get("methods", {}).items() if n in methods and "error" not in e}
+
+
 def fmt(x: float, digits: int = 3) -> str:
     return "nan" if x != x else f"{x:.{digits}f}"
 
@@ -161,6 +175,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="results file (default: RUN_DIR/results.json)")
     ap.add_argument("--reuse-calibration", default=None, metavar="RESULTS.json",
                     help="take the calibration summaries of settings already measured there (same facts and seed)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the methods already finished in --out when it was written by the same command on the "
+                         "same facts and code commit (an interrupted run continues)")
     ap.add_argument("--only-layers", type=int, nargs="*", default=None,
                     help="restrict the site x layer grid (MEMIT: layers 0 and 1, and 2 and 3, give the same window)")
     args = ap.parse_args(argv)
@@ -191,8 +208,15 @@ def main(argv=None) -> int:
     pool = ctx.table.unrelated_sample(200, args.seed)
     ctx.unrelated_pool = pool  # the retain sets of ga/npo/ft avoid the facts the benchmark measures damage on
     calib_ids, eval_ids = split_facts(ctx, args.n, args.calib, args.seed)
-    results = {"facts": len(ctx.table), "calibration_ids": calib_ids, "evaluation_ids": eval_ids, "methods": {}}
+    from kdel.provenance import provenance
+
+    given = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--resume"]  # the same run, resumed
+    command = "python experiments/bench/deletion.py " + " ".join(given)
+    results = {"command": command, "provenance": provenance("cpu"), "facts": len(ctx.table),
+               "calibration_ids": calib_ids, "evaluation_ids": eval_ids, "methods": {}}
     methods = args.methods or list_methods()
+    if args.resume and out_path.is_file():
+        results["methods"] = finished_methods(json.loads(out_path.read_text()), results, methods)
     reuse_all = {}
     if args.reuse_calibration:
         old = json.loads(Path(args.reuse_calibration).read_text())
@@ -202,6 +226,9 @@ def main(argv=None) -> int:
         else:
             print("--reuse-calibration: other calibration facts, ignored", file=sys.stderr)
     for name in methods:
+        if name in results["methods"]:
+            print(f"{name}: finished in {out_path}, kept", file=sys.stderr, flush=True)
+            continue
         t0 = time.perf_counter()
         try:
             overrides, calib, tried = calibrate(name, ctx, calib_ids, pool, reuse=reuse_all.get(name),

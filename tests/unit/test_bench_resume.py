@@ -1,0 +1,35 @@
+"""experiments/bench/deletion.py --resume keeps only what the same command, facts and clean commit finished."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+
+def _bench():
+    path = Path(__file__).resolve().parents[2] / "experiments" / "bench" / "deletion.py"
+    spec = importlib.util.spec_from_file_location("bench_deletion", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _results(commit="a" * 40, dirty=False, command="python experiments/bench/deletion.py --n 5", calib=(1, 2)):
+    return {"command": command, "provenance": {"git_commit": commit, "git_dirty": dirty},
+            "calibration_ids": list(calib), "evaluation_ids": [3, 4],
+            "methods": {"rome": {"evaluation": {}}, "ga": {"error": "boom"}, "npo": {"evaluation": {}}}}
+
+
+def test_resume_keeps_finished_methods_of_the_same_run_only():
+    finished = _bench().finished_methods
+    new = _results()
+    assert set(finished(_results(), new, ["rome", "ga", "npo"])) == {"rome", "npo"}  # the failed one reruns
+    assert set(finished(_results(), new, ["rome"])) == {"rome"}  # only the methods asked for
+    for other in (_results(commit="b" * 40), _results(dirty=True), _results(command="python x --n 6"),
+                  _results(calib=(1, 9))):
+        assert finished(other, new, ["rome", "npo"]) == {}
+    assert finished(_results(), _results(dirty=True), ["rome"]) == {}  # this run's code is not the commit's
