@@ -7,30 +7,13 @@ from typing import Optional
 
 import typer
 
+from kdel.cli.args import parse_layer_list, parse_list
+from kdel.cli.delete import parse_exclude_layers
 from kdel.errors import UserError
 
 
-def parse_list(value: str, flag: str) -> tuple[str, ...]:
-    items = tuple(v.strip() for v in value.split(",") if v.strip())
-    if not items:
-        raise UserError(f"{flag} is empty")
-    return items
-
-
 def parse_layers(value: str) -> str | tuple[int, ...]:
-    v = value.strip()
-    if v in ("auto", "all"):
-        return v
-    out = []
-    for part in parse_list(v, "--layers"):
-        try:
-            layer = int(part)
-        except ValueError:
-            raise UserError(f"--layers must be auto, all or a comma-separated list of layers, got {value!r}") from None
-        if layer < 0:
-            raise UserError(f"--layers: {layer} is not a layer index (>= 0)")
-        out.append(layer)
-    return tuple(out)
+    return parse_layer_list(value, "--layers", ("auto", "all"))
 
 
 def parse_hparams_file(path: Path | None, methods: tuple[str, ...]) -> dict[str, dict]:
@@ -114,7 +97,6 @@ def audit_command(
     """Audit deletions: per case apply, measure probe-group damage, revert; then summary statistics."""
     from kdel.audit.cases import AuditConfig
     from kdel.audit.plan import check_backend
-    from kdel.cli.delete import parse_layers_list
     from kdel.runtime import resolve_device, seed_everything, set_threads
 
     set_threads(threads)
@@ -131,7 +113,7 @@ def audit_command(
         per_bin=per_bin, n_bins=bins, stratify=stratify, unrelated_size=unrelated, seed=seed,
         hparams=parse_hparams_file(hparams, method_list), traces_dir=str(traces) if traces else None,
         tracing_effect=not no_tracing_effect, primary=primary, title=title, trace_window=trace_window,
-        exclude_layers=parse_layers_list(exclude_layers, "--exclude-layers"), fluency=fluency,
+        exclude_layers=parse_exclude_layers(exclude_layers), fluency=fluency,
     )
     config.validate()
     check_backend(backend, workers, device, gpus_per_worker)

@@ -10,6 +10,8 @@ from typing import Optional
 import typer
 from typer.core import TyperCommand
 
+from kdel.cli.args import parse_layer_list
+
 # Placeholders in option help, filled from the registry when help is shown (RegistryHelpCommand).
 METHODS, OBJECTIVES, ERASE_ONLY = "{methods}", "{objectives}", "{erase_only}"
 
@@ -50,25 +52,11 @@ class RegistryHelpCommand(TyperCommand):
         return super().format_help(ctx, formatter)
 
 
-def parse_layers_list(value: str | None, flag: str) -> tuple[int, ...]:
-    """'0,1' -> (0, 1); None or '' -> ()."""
-    from kdel.errors import UserError
-
+def parse_exclude_layers(value: str | None) -> tuple[int, ...]:
+    """--exclude-layers '0,1' -> (0, 1), sorted and distinct; None or '' -> ()."""
     if value is None or not value.strip():
         return ()
-    out = []
-    for part in value.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            layer = int(part)
-        except ValueError:
-            raise UserError(f"{flag} must be a comma-separated list of layer indices, got {value!r}") from None
-        if layer < 0:
-            raise UserError(f"{flag}: {layer} is not a layer index (>= 0)")
-        out.append(layer)
-    return tuple(sorted(set(out)))
+    return tuple(sorted(set(parse_layer_list(value, "--exclude-layers"))))
 
 
 def delete_command(
@@ -109,7 +97,7 @@ def delete_command(
     res = run_delete(model, out, fact_ids=fact, kg=kg, facts=facts, corpus=corpus, method=method,
                      objective=objective, layer=layer, site=site, target=target, hparams=hparams,
                      sequential=sequential, cache_dir=cache_dir, device=device, seed=seed, trace_window=trace_window,
-                     exclude_layers=parse_layers_list(exclude_layers, "--exclude-layers"))
+                     exclude_layers=parse_exclude_layers(exclude_layers))
     r = res.record
     where = r["site"] or ("per fact" if any(a["site"] for a in r["applied"]) else "no site")
     chosen = " (auto)" if r["layer_choice"] else ""

@@ -9,26 +9,19 @@ from typing import Optional
 
 import typer
 
+from kdel.cli.args import parse_layer_list, parse_list
 from kdel.errors import UserError
 
 
 def _list(value: Optional[str], what: str) -> Optional[list[str]]:
-    if value is None:
-        return None
-    items = [x.strip() for x in value.split(",") if x.strip()]
-    if not items:
-        raise UserError(f"{what} is empty")
-    return items
+    return None if value is None else list(parse_list(value, what))
 
 
 def _layers(value: Optional[str]) -> Optional[list[int]]:
-    items = _list(value, "--layers")
-    if items is None or items == ["all"]:
+    if value is None:
         return None
-    try:
-        return [int(x) for x in items]
-    except ValueError:
-        raise UserError(f"--layers must be 'all' or a comma-separated list of layers, got {value!r}") from None
+    layers = parse_layer_list(value, "--layers", ("all",))
+    return None if layers == "all" else list(layers)
 
 
 def _hparams(values: list[str]) -> dict[str, Path]:
