@@ -92,3 +92,16 @@ def evaluate(rows, model, n_boot: int = 1000, seed: int = 0) -> dict:
     p_succ = model.success_probability(np.asarray(rows.case_x))
     out["success"] = binary_metrics(succ, p_succ)
     return out
+
+
+def adjust_differences(results: dict) -> int:
+    """Holm-adjust, in place, the one-sided p of every "learned better than baseline" comparison in `results`
+    (every slice × label × baseline: one family); returns the family's size."""
+    from kdel.stats.multiple import holm
+
+    diffs = [block[name]["difference"] for sl in results.values() for label in ("flipped", "top_decile", "wrecked")
+             if isinstance(block := sl.get(label), dict) and "undefined" not in block
+             for name in block if isinstance(block[name], dict) and "difference" in block[name]]
+    for d, p in zip(diffs, holm([d.get("p_one_sided") for d in diffs])):
+        d["p_holm"] = p
+    return sum(d.get("p_one_sided") is not None for d in diffs)

@@ -20,8 +20,9 @@ def _ci(ci) -> str:
 
 
 def auroc_table(block: dict, with_auprc: bool) -> list[str]:
-    head = "| predictor | AUROC | 95% CI | learned − this | CI of the difference |" + (" AUPRC |" if with_auprc else "")
-    lines = [head, "|---|---|---|---|---|" + ("---|" if with_auprc else "")]
+    head = ("| predictor | AUROC | 95% CI | learned − this | CI of the difference | p (one-sided) | Holm p |"
+            + (" AUPRC |" if with_auprc else ""))
+    lines = [head, "|---|---|---|---|---|---|---|" + ("---|" if with_auprc else "")]
     for name in NAMES:
         r = block.get(name)
         if r is None:
@@ -29,7 +30,9 @@ def auroc_table(block: dict, with_auprc: bool) -> list[str]:
         d = r.get("difference")
         diff = "—" if d is None else _f(d["estimate"])
         dci = "—" if d is None else _ci(d["ci"])
-        row = f"| {NAMES[name]} | {_f(r['auroc'])} | {_ci(r['ci'])} | {diff} | {dci} |"
+        p = "—" if d is None else _f(d.get("p_one_sided"), ".4f")
+        ph = "—" if d is None else _f(d.get("p_holm"), ".4f")
+        row = f"| {NAMES[name]} | {_f(r['auroc'])} | {_ci(r['ci'])} | {diff} | {dci} | {p} | {ph} |"
         if with_auprc:
             row += f" {_f(r.get('auprc'))} |"
         lines.append(row)
@@ -41,11 +44,12 @@ def verdict(block: dict, goal: float) -> str:
         return f"undefined ({block['undefined']})"
     learned = block["learned"]["auroc"]
     beats = [n for n in NAMES if n not in ("learned", "first_order") and n in block
-             and block[n].get("difference", {}).get("ci") and block[n]["difference"]["ci"][0] > 0]
+             and block[n].get("difference", {}).get("ci") and block[n]["difference"]["ci"][0] > 0
+             and (block[n]["difference"].get("p_holm") or 1.0) < 0.05]
     baselines = [n for n in NAMES if n not in ("learned", "first_order") and n in block]
     ok_goal = learned is not None and learned >= goal
     return (f"AUROC {_f(learned)} {'meets' if ok_goal else 'misses'} the goal ≥ {goal}; better than "
-            f"{len(beats)} of {len(baselines)} baselines with a CI of the difference above 0"
+            f"{len(beats)} of {len(baselines)} baselines with a CI of the difference above 0 and Holm p < 0.05"
             + (f" ({', '.join(beats)})" if beats else ""))
 
 
@@ -75,7 +79,9 @@ def write_results(path: Path, rec: dict, figures: dict) -> None:
          f"{t['both']['n_cases']} cases, {t['both']['n_rows']} probe rows ({t['both']['n_flipped']} flipped), "
          f"{t['both']['n_subjects']} subjects.",
          f"- CIs: percentile, {t['both']['flipped']['_n_boot']} cluster-bootstrap replicates over the deleted "
-         f"facts' subjects (paired: the difference learned − baseline is computed in each replicate).",
+         f"facts' subjects (paired: the difference learned − baseline is computed in each replicate). "
+         f"p (one-sided): the share of replicates where the learned model is not better; Holm p: adjusted over "
+         f"every learned-vs-baseline comparison of this file ({rec.get('n_comparisons', 'n/a')} tests).",
          f"- Grouped 5-fold CV on the training seed (folds by subject): flip AUROC {_f(rec['cv']['flip']['auroc'])}, "
          f"AUPRC {_f(rec['cv']['flip']['auprc'])}; p drop R² {_f(rec['cv']['p_drop']['r2'])}; success AUROC "
          f"{_f(rec['cv']['success']['auroc'])}.", ""]

@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     from kdel.risk.fitstage import run_fit
     from kdel.risk.model import load_risk_model
 
-    from experiments.risk.evaluate import evaluate
+    from experiments.risk.evaluate import adjust_differences, evaluate
     from experiments.risk.figures import write_figures
     from experiments.risk.results_md import write_results
 
@@ -88,6 +88,7 @@ def main(argv=None) -> int:
     results = {"both": evaluate(Rows.concat(all_rows), model, args.n_boot)}
     for t, rows in per_topology.items():
         results[t] = evaluate(rows, model, args.n_boot)
+    n_comparisons = adjust_differences(results)
     wall["evaluate_s"] = time.perf_counter() - t0
     figures = write_figures(out / "figures", Rows.concat(all_rows), model, results)
     wall["total_s"] = time.perf_counter() - t_start
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
     record = {
         "command": "PYTHONPATH=. python experiments/risk/run.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "settings": {k: v for k, v in s.__dict__.items() if k != "timings"},
-        "stage_timings": s.timings, "wall": wall, "cv": cv, "test": results,
+        "stage_timings": s.timings, "wall": wall, "cv": cv, "test": results, "n_comparisons": n_comparisons,
         "train_audits": [str(p) for p in train], "test_seeds": test_seeds,
         "model": model.training, "provenance": provenance("cpu"),
     }

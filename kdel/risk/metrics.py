@@ -95,7 +95,8 @@ class _Ranked:
 def auroc_with_ci(y, scores: dict[str, np.ndarray], clusters, n_boot: int = 1000, seed: int = 0,
                   level: float = 0.95, reference: str | None = None) -> dict:
     """AUROC of each score with a cluster-bootstrap percentile CI, and (with `reference`) the paired difference
-    reference − score with its CI, from the same replicates."""
+    reference − score with its CI and a one-sided bootstrap p for "reference is not better" (the share of
+    replicates with a difference ≤ 0, as (1 + count) / (1 + replicates)), from the same replicates."""
     y = np.asarray(y, bool)
     idx, counts = cluster_counts(clusters, n_boot, seed)
     ranked = {name: _Ranked(y, s) for name, s in scores.items()}
@@ -115,8 +116,11 @@ def auroc_with_ci(y, scores: dict[str, np.ndarray], clusters, n_boot: int = 1000
                 continue
             diff = boot[reference] - boot[name]
             a, b = out[reference]["auroc"], out[name]["auroc"]
+            finite = diff[np.isfinite(diff)]
             out[name]["difference"] = {"estimate": None if a is None or b is None else a - b,
-                                       "ci": _pct(diff, lo_q, hi_q)}
+                                       "ci": _pct(diff, lo_q, hi_q),
+                                       "p_one_sided": float((1 + (finite <= 0).sum()) / (1 + len(finite)))
+                                       if len(finite) else None}
     out["_n_boot"] = n_boot
     out["_n_clusters"] = int(counts.shape[1])
     return out

@@ -73,3 +73,6 @@ def test_weighted_auroc_and_cluster_bootstrap():
     lo, hi = res["good"]["ci"]
     assert lo < res["good"]["auroc"] < hi
     assert res["noise"]["difference"]["ci"][0] > 0  # the informative score beats noise, CI above 0
+    assert res["noise"]["difference"]["p_one_sided"] == pytest.approx(1 / 201)  # no replicate at or below 0
+    same = auroc_with_ci(y, {"good": score, "copy": score.copy()}, clusters, n_boot=200, reference="good")
+    assert same["copy"]["difference"]["p_one_sided"] == 1.0  # every replicate's difference is exactly 0

@@ -1,0 +1,38 @@
+"""experiments/risk: every learned-vs-baseline comparison of the validation is one Holm family."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+
+def _evaluate_module():
+    path = Path(__file__).resolve().parents[2] / "experiments" / "risk" / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("risk_evaluate", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_holm_over_every_slice_label_and_baseline():
+    def block(p1, p2):
+        return {"learned": {"auroc": 0.9}, "subject_degree": {"difference": {"p_one_sided": p1}},
+                "kappa": {"difference": {"p_one_sided": p2}}, "_n_boot": 1000}
+
+    results = {"both": {"flipped": block(0.001, 0.04), "top_decile": block(0.01, 0.5),
+                        "wrecked": {"undefined": "0 of 9 cases are positive"}},
+               "ba": {"flipped": block(0.02, None)}}
+    assert _evaluate_module().adjust_differences(results) == 5
+    got = [results["both"]["flipped"]["subject_degree"]["difference"]["p_holm"],
+           results["both"]["flipped"]["kappa"]["difference"]["p_holm"],
+           results["both"]["top_decile"]["subject_degree"]["difference"]["p_holm"],
+           results["both"]["top_decile"]["kappa"]["difference"]["p_holm"],
+           results["ba"]["flipped"]["subject_degree"]["difference"]["p_holm"]]
+    # by hand: sorted 0.001, 0.01, 0.02, 0.04, 0.5 times 5, 4, 3, 2, 1 = 0.005, 0.04, 0.06, 0.08, 0.5 (already
+    # increasing), put back in the input order
+    assert got == pytest.approx([0.005, 0.08, 0.04, 0.5, 0.06])
+    assert results["ba"]["flipped"]["kappa"]["difference"]["p_holm"] is None
