@@ -18,11 +18,11 @@ Orders: degree-high / degree-low (subject degree, ties broken by the seed), rand
 one subject, then the next subject, subjects in random order), hop (subjects in breadth-first order from a
 random entity over the undirected KG: each next subject is a neighbour of an earlier one where possible).
 
-Key statistics: ROME at layer l edits W_out(l), whose input (the key at l) does not depend on W_out(l); C_l is
-therefore computed once and reused by every step (kdel.delete.covariance keys it by the hash of the weights
-the key depends on). MEMIT's window l..l+w-1 changes the keys of its upper layers at every step: their C is
-recomputed on the edited model at every step, the lowest layer's is reused. Sequential trials keep key
-statistics in memory only (a disk cache would store one matrix per step).
+Key statistics: C (ROME, r-ROME, MEMIT, AlphaEdit, with AlphaEdit's null space) is computed once per trial on
+the unedited model and pinned for every step, as the reference implementations do when they edit sequentially
+(their statistics are computed once per layer and cached). For ROME this changes nothing (the key at l does not
+depend on the W_out(l) it edits); for MEMIT's window l..l+w-1 it means the upper layers' C describe the
+original model's keys, not the keys after the earlier steps.
 """
 
 from __future__ import annotations
@@ -169,6 +169,17 @@ def _bfs_subjects(adjacency, subjects: list[str], rng: random.Random) -> list[st
 
 
 # -- one trial --------------------------------------------------------------------------------------------
+def pin_key_statistics(method, ctx, spec: dict) -> dict | None:
+    """The unedited model's key statistics at every layer the trial's method edits (None for methods that use
+    none), computed before the first step so that every step uses them."""
+    if not hasattr(method, "stats"):
+        return None
+    from kdel.delete import DeletionRequest
+
+    probe = DeletionRequest([ctx.table.fact(0)], spec["objective"], None, spec["layer"], spec["site"], spec["seed"])
+    return {layer: method.stats(ctx, layer) for layer in method.layers_of(ctx, probe)}
+
+
 class TrialRunner:
     """Runs trials on one loaded model with the run's base scores; the model is back to its base weights
     (checked by hash) after every trial."""
@@ -192,6 +203,7 @@ class TrialRunner:
         table, base = self.table, self.base
         method = method_from_spec(spec["method"], spec["hparams"])
         ctx = EditContext(self.model, self.tok, table, cache_dir=None, unrelated_pool=list(base.unrelated_pool))
+        ctx.pinned_key_stats = pin_key_statistics(method, ctx, spec)
         order = fact_order(table, np.flatnonzero(self.recalled), spec["order"], spec["n_steps"], spec["seed"])
         n_facts = len(table)
         group_of = np.full(n_facts, len(GROUPS), dtype=np.int64)  # len(GROUPS): in no group

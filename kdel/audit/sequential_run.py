@@ -31,7 +31,8 @@ def run_inputs(model_dir, table, config: SequentialConfig, corpus=None) -> dict:
 
     return {"trial_format": TRIAL_FORMAT, "kdel_version": __version__, "model": store.model_identity(model_dir),
             "facts": f"{table.source}:{table.source_hash}", "corpus": store.corpus_identity(table, corpus),
-            "probe": {"unrelated_size": config.unrelated_size, "unrelated_seed": config.seed}}
+            "probe": {"unrelated_size": config.unrelated_size, "unrelated_seed": config.seed},
+            "key_statistics": "unedited model, pinned for every step"}  # trials before this rule recomputed C
 
 
 def run_sequential_audit(model_dir, table, out_dir, config: SequentialConfig, progress: bool = True,

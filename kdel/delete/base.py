@@ -76,6 +76,9 @@ class EditContext:
     cache_dir: Path | None = None  # where key statistics are cached (None = no disk cache)
     adapter: ModelAdapter | None = None
     unrelated_pool: list[int] | None = None  # the audit's fixed `unrelated` sample: retain sets must avoid it
+    # {layer: KeyStats} to use instead of computing C on the model as it is now: a sequential trial pins the
+    # unedited model's statistics for all its steps (kdel.delete.covariance.method_key_statistics)
+    pinned_key_stats: dict | None = None
 
     def __post_init__(self):
         if self.adapter is None:

@@ -260,6 +260,17 @@ def _regularised(entry: Entry, layer: int, hit: str, key: str, thin: bool, corpu
                     thin_corpus=thin, cache_hit=hit, key=key, corpus=corpus_info)
 
 
+def method_key_statistics(ctx, hp, layer: int) -> KeyStats:
+    """C at `layer` for a rank-one / MEMIT-family method with hyperparameters `hp` (cov_ridge, max_condition,
+    cov_batch_size): the context's pinned statistics when it has them for this layer, else computed (cached)
+    on the model as it is now."""
+    pinned = getattr(ctx, "pinned_key_stats", None)
+    if pinned is not None and layer in pinned:
+        return pinned[layer]
+    return key_statistics(ctx.adapter, ctx.tokenizer, ctx.table, layer, ctx.cache_dir, ridge=hp.cov_ridge,
+                          max_condition=hp.max_condition, batch_size=hp.cov_batch_size)
+
+
 def key_statistics(adapter, tokenizer, table, layer: int, cache_dir=None, ridge: float = 0.01,
                    max_condition: float = 1e6, batch_size: int = 64, corpus: Corpus | None = None) -> KeyStats:
     """C = E[k kᵀ] at one layer (see `key_statistics_many`, which callers needing several layers should use)."""

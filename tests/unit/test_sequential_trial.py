@@ -94,3 +94,47 @@ def test_measuring_every_step_does_not_change_the_edits(loaded):
         assert p["global_acc"] == q["global_acc"] and p["cum_delta_norm"] == q["cum_delta_norm"]
         assert p["groups"] == q["groups"]
     assert [s["delta_norm"] for s in every1["steps"]] == [s["delta_norm"] for s in every2["steps"]]
+
+
+def test_memit_trial_pins_the_unedited_models_key_statistics(loaded, monkeypatch):
+    """Every step of a sequential MEMIT trial uses C computed on the unedited model (as the reference code,
+    which computes it once per layer): no key-statistics pass runs after the trial's first edit."""
+    import kdel.delete.covariance as cov
+    from kdel.delete.keystats_cache import clear_memory_cache
+
+    model, tok, table, base = loaded
+    clear_memory_cache()
+    cfg = SequentialConfig(n_steps=3, orders=("random",), trials=1, every=1, methods=("memit",), sites=("last",),
+                           layers=(1,))
+    spec = plan_trials(cfg)[0]
+    adapter = EditContext(model, tok, table).adapter
+    fresh = {layer: cov.key_statistics(adapter, tok, table, layer).C.clone() for layer in (0, 1, 2)}
+    clear_memory_cache()
+    passes = []
+    real = cov.second_moments
+
+    def counting(adapter, ids, layers, *a, **k):
+        passes.append((tuple(layers), model_edited()))
+        return real(adapter, ids, layers, *a, **k)
+
+    before = _snapshot(model)
+
+    def model_edited():
+        return any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+    used = []
+    memit_cls = type(get_method("memit"))
+    real_solve = memit_cls.solve_update
+
+    def recording(self, ctx, layer, resid, K, stats):
+        used.append((layer, stats.C.clone()))
+        return real_solve(self, ctx, layer, resid, K, stats)
+
+    monkeypatch.setattr(cov, "second_moments", counting)
+    monkeypatch.setattr(memit_cls, "solve_update", recording)
+    res = TrialRunner(model, tok, table, base).run(spec)
+    assert res["status"] == "ok" and res["revert_verified"], res.get("error")
+    assert passes and not any(edited for _, edited in passes), passes  # statistics only before the first edit
+    assert len(used) == 3 * len({layer for layer, _ in used})  # every layer of the window at every step
+    for layer, C in used:
+        assert torch.allclose(C, fresh[layer], rtol=0, atol=1e-12)

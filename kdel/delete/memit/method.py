@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from kdel.delete.base import DeletionMethod, DeletionRequest, EditContext, register_method
-from kdel.delete.covariance import KeyStats, key_statistics
+from kdel.delete.covariance import KeyStats, method_key_statistics
 from kdel.delete.keys import edit_texts, keys_at_site, kl_items_for, outputs_at_site
 from kdel.delete.memit.hparams import MemitHparams
 from kdel.delete.objectives import EDITING_OBJECTIVES, get_objective
@@ -45,9 +45,7 @@ class Memit(DeletionMethod):
         return [ctx.adapter.mlp_out_param_name(layer) for layer in self.layers_of(ctx, request)]
 
     def stats(self, ctx: EditContext, layer: int) -> KeyStats:
-        hp = self.hparams
-        return key_statistics(ctx.adapter, ctx.tokenizer, ctx.table, layer, ctx.cache_dir, ridge=hp.cov_ridge,
-                              max_condition=hp.max_condition, batch_size=hp.cov_batch_size)
+        return method_key_statistics(ctx, self.hparams, layer)
 
     def solve_update(self, ctx: EditContext, layer: int, resid: torch.Tensor, K: torch.Tensor,
                      stats: KeyStats) -> tuple[torch.Tensor, dict]:

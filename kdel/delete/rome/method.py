@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from kdel.delete.base import DeletionMethod, DeletionRequest, EditContext, register_method
-from kdel.delete.covariance import KeyStats, key_statistics
+from kdel.delete.covariance import KeyStats, method_key_statistics
 from kdel.delete.keys import edit_texts, fact_keys, key_direction, kl_items_for
 from kdel.delete.objectives import EDITING_OBJECTIVES, get_objective
 from kdel.delete.rome.hparams import RomeHparams
@@ -70,9 +70,7 @@ class Rome(DeletionMethod):
         return [default_layer(ctx, request)]
 
     def stats(self, ctx: EditContext, layer: int) -> KeyStats:
-        hp = self.hparams
-        return key_statistics(ctx.adapter, ctx.tokenizer, ctx.table, layer, ctx.cache_dir, ridge=hp.cov_ridge,
-                              max_condition=hp.max_condition, batch_size=hp.cov_batch_size)
+        return method_key_statistics(ctx, self.hparams, layer)
 
     def compute_update(self, ctx: EditContext, request: DeletionRequest, index: int, stats: KeyStats) -> RankOneUpdate:
         """The rank-one update for `request.facts[index]` on the model as it is now."""
