@@ -133,7 +133,9 @@ def hase_regressions(success: Sequence[float], layer: Sequence[int], tracing: Se
     """Hase et al.'s three fits of edit success: ~ layer (one-hot), ~ tracing effect, ~ layer * tracing.
 
     Returns each R², the ΔR² that tracing (and its interaction with layer) adds to layer alone, the nested
-    F-test of layer ⊂ layer * tracing, and `null_reasons` for every fit that is not reported. With
+    F-test of layer ⊂ layer * tracing (cases independent, as Hase et al.), with `clusters` the same comparison
+    as a cluster-robust Wald test (`f_test_cluster`, kdel.stats.robust), and `null_reasons` for every fit
+    that is not reported. With
     `clusters` (the subject of each case) and n_boot > 0, `ci` holds cluster-bootstrap percentile CIs of
     the R²s and ΔR² (each case is one edit; a fact's edits at several layers stay together).
     """
@@ -146,7 +148,7 @@ def hase_regressions(success: Sequence[float], layer: Sequence[int], tracing: Se
     cl = [c for c, k in zip(clusters, ok) if k] if clusters is not None else None
     out = {"n": n, "n_subjects": len({str(c) for c in cl}) if cl is not None else None,
            "r2_layer": None, "r2_tracing": None, "r2_layer_x_tracing": None, "delta_r2_tracing_over_layer": None,
-           "f_test": {"F": None, "p": None, "df_num": 0, "df_den": 0, "null_reason": None},
+           "f_test": {"F": None, "p": None, "df_num": 0, "df_den": 0, "null_reason": None}, "f_test_cluster": None,
            "n_layers": len(set(lay.tolist())), "null_reasons": {}, "ci": {}}
     if n < 3:
         reason = f"n = {n} < 3 cases with a success score and a tracing effect"
@@ -170,6 +172,11 @@ def hase_regressions(success: Sequence[float], layer: Sequence[int], tracing: Se
         out["null_reasons"]["delta_r2_tracing_over_layer"] = (out["null_reasons"].get("r2_layer_x_tracing")
                                                               or out["null_reasons"].get("r2_layer"))
     out["f_test"] = nested_f_test(fits["r2_layer"], fits["r2_layer_x_tracing"])
+    if cl is not None:  # the same nested comparison, with subjects as clusters (a fact's edits are not independent)
+        from kdel.stats.robust import cluster_wald
+
+        full = designs["r2_layer_x_tracing"]
+        out["f_test_cluster"] = cluster_wald(y, full, list(range(1 + L.shape[1], full.shape[1])), cl)
     if cl is not None and n_boot > 0 and out["n_subjects"] >= 5:
         W = cluster_weights(cl, n_boot, seed)
         reps = {k: _weighted_r2(W, X, y) for k, X in designs.items()}

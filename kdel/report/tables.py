@@ -83,23 +83,29 @@ def _regressions(audits: list[AuditData]) -> str:
             f = r.get("f_test") or {}
             ftxt = ((num(f.get("F"), 2) + f" ({f.get('df_num')}, {f.get('df_den')})") if f.get("F") is not None
                     else "–" + (f" <span class=ci>({esc(f['null_reason'])})</span>" if f.get("null_reason") else ""))
+            fc = r.get("f_test_cluster") or {}
+            ctxt = (pval(fc.get("p")) if fc.get("p") is not None
+                    else "–" + (f" <span class=ci>({esc(fc['null_reason'])})</span>" if fc.get("null_reason") else ""))
             rows.append([esc(a.label), sname(r["method"], r["site"]), esc(r["objective"]), esc(r["y"]),
                          f"{r['n']} ({r.get('n_facts', '?')} facts, {r.get('n_subjects') or '?'} subjects)",
                          str(r.get("n_layers")), _r2(r, "r2_layer"), _r2(r, "r2_tracing"),
-                         _r2(r, "r2_layer_x_tracing"), _r2(r, "delta_r2_tracing_over_layer"), ftxt, pval(f.get("p"))])
+                         _r2(r, "r2_layer_x_tracing"), _r2(r, "delta_r2_tracing_over_layer"), ftxt, pval(f.get("p")),
+                         ctxt])
     return section("hase", "5. Does localization inform editing? (Hase et al.'s regressions)",
                    "<p class=note>Three least-squares fits of edit success on the edited layer (one-hot), on the causal "
                    "tracing effect at that layer (MLP, window 5, max over tokens), and on layer × tracing effect. ΔR² "
                    "is "
                    "what tracing adds to layer alone; F and p test that nested comparison (each edit one observation, "
-                   "as Hase et al.; the brackets are 95% cluster-bootstrap CIs over subjects, which respect that a "
-                   "fact's edits at several layers are not independent). A fit with a constant outcome, no residual "
+                   "as Hase et al.), and the cluster-robust p tests it again with subjects as clusters (a Wald test "
+                   "with a CR1 sandwich covariance against F(q, G − 1), kdel.stats.robust: use this one, since a "
+                   "fact's edits at several layers are not independent; the brackets are 95% cluster-bootstrap CIs "
+                   "over subjects). A fit with a constant outcome, no residual "
                    "degrees of freedom or n &lt; k + 3 is not reported (–, with the reason). With <i>auto</i> layers a "
                    "single fact has one layer, so layer and tracing are confounded: run <code>--layers all</code> for "
                    "the sweep Hase et al. used.</p>"
                    + table([unit_word(audits), "method @ site", "objective", "success measure", "n edits",
                             "layers", "R² layer", "R² tracing", "R² layer×tracing", "ΔR² (tracing over layer)",
-                            "F (df)", "p"], rows, "num"))
+                            "F (df)", "p", "p (cluster-robust)"], rows, "num"))
 
 
 def _problems(audits: list[AuditData]) -> str:

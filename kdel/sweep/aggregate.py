@@ -162,6 +162,7 @@ def hase_rows(condition: str, cases_by_seed: dict[int, list[dict]], ys, n_boot: 
     """Hase et al.'s regressions of edit success on layer and tracing effect per seed, and their mean over seeds."""
     from kdel.audit.metrics import subject_key
     from kdel.audit.stats import hase_regressions
+    from kdel.stats.robust import fisher_combined_p
 
     per: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for seed, cases in sorted(cases_by_seed.items()):
@@ -183,6 +184,11 @@ def hase_rows(condition: str, cases_by_seed: dict[int, list[dict]], ys, n_boot: 
         f_ps = [by_seed[s]["f_test"].get("p") for s in sorted(by_seed)]
         pooled["f_test_significant_seeds"] = sum(1 for p in f_ps if p is not None and p < 1.0 - level)
         pooled["f_test_seeds"] = sum(1 for p in f_ps if p is not None)
+        # the test reported: tracing's terms by a cluster-robust Wald test per seed, combined over seeds (Fisher)
+        c_ps = [(by_seed[s].get("f_test_cluster") or {}).get("p") for s in sorted(by_seed)]
+        pooled["cluster_test_seeds"] = sum(1 for p in c_ps if p is not None)
+        pooled["cluster_test_significant_seeds"] = sum(1 for p in c_ps if p is not None and p < 1.0 - level)
+        pooled["p"] = fisher_combined_p(c_ps)
         rows.append({"condition": condition, "method": method, "site": site, "objective": objective, "y": y_name,
                      "per_seed": [{"seed": s, **by_seed[s]} for s in sorted(by_seed)], "pooled": pooled})
     return rows

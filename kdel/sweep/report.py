@@ -70,6 +70,7 @@ def compute_results(config, plan: Plan, out: Path, cases_by_cell: dict, state: d
         if an.hase:
             hase += hase_rows(c.name, by_seed, an.hase_y, n_boot, level)
     adjust(popularity)
+    adjust(hase)  # one family: every (condition, method, site, y) row's combined cluster-robust test
     invocations = state.get("invocations", [])
     return {
         "format": RESULTS_FORMAT,

@@ -122,6 +122,7 @@ def popularity_section(rows: list[dict]) -> list[str]:
 
 
 def hase_section(rows: list[dict], paper: dict, figs=()) -> list[str]:
+    n_tests = sum(1 for r in rows if r["pooled"].get("p") is not None)  # the family Holm and BH adjusted over
     rows = [r for r in rows if any(s.get("n_layers", 0) > 1 for s in r["per_seed"])]
     if not rows:
         return []
@@ -130,17 +131,28 @@ def hase_section(rows: list[dict], paper: dict, figs=()) -> list[str]:
         x = r["pooled"][k]
         return f(x.get("mean")) + ci(x.get("lo"), x.get("hi"))
 
+    def p_cell(r):
+        return (f"{f(r['pooled'].get('p'), 3)} / {f(r.get('p_holm'), 3)} / {f(r.get('q_bh'), 3)}"
+                if r["pooled"].get("p") is not None else "–")
+
     body = _table(["condition", "method @ site", "objective", "y", "R² layer", "R² tracing", "R² layer × tracing",
-                   "ΔR² (tracing over layer)", "seeds with F-test p < 0.05", "per-seed R² layer / tracing"],
+                   "ΔR² (tracing over layer)", "seeds with p < 0.05 (cluster-robust)", "combined p / Holm / BH q",
+                   "per-seed R² layer / tracing"],
                   [[r["condition"], f"{r['method']} @ {r['site']}", r["objective"], r["y"], m(r, "r2_layer"),
                     m(r, "r2_tracing"), m(r, "r2_layer_x_tracing"), m(r, "delta_r2_tracing_over_layer"),
-                    f"{r['pooled']['f_test_significant_seeds']} of {r['pooled']['f_test_seeds']}",
+                    f"{r['pooled'].get('cluster_test_significant_seeds', 0)} of "
+                    f"{r['pooled'].get('cluster_test_seeds', 0)}", p_cell(r),
                     ", ".join(f"{f(s.get('r2_layer'))}/{f(s.get('r2_tracing'))}" for s in r["per_seed"])]
                    for r in rows])
     ref = (f"For comparison, {paper['source']} ({paper['model']}, {paper['method']}, {paper['problem']}): R² "
            f"{f(paper['r2_layer'], 3)} from layer alone, {f(paper['r2_layer_and_tracing'], 3)} with tracing added.")
     return ["## Hase et al.'s regressions: does localization inform editing?", "", ref, "",
-            "Mean over seeds with a t interval (k − 1 df); per seed, cluster-bootstrap CIs are in results.json.", ""] \
+            "Mean over seeds with a t interval (k − 1 df); per seed, cluster-bootstrap CIs are in results.json. "
+            "Does tracing add to layer? Per seed, a Wald test of the tracing and layer × tracing coefficients with a "
+            "cluster-robust (CR1, subjects) covariance against F(q, G − 1), since a fact's edits at several layers "
+            "are not independent; the seeds' p are combined by Fisher's method, then adjusted by Holm and BH over "
+            f"the {n_tests} rows. Hase et al.'s plain F-test (every edit independent) is in results.json "
+            "(`f_test`).", ""] \
         + body + [""] + _image(figs, "hase_r2.png", "Hase et al. R² per seed and pooled")
 
 

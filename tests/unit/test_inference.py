@@ -226,6 +226,19 @@ def test_regression_cis_by_cluster_bootstrap():
     lo, hi = r["ci"]["r2_layer"]
     assert lo < r["r2_layer"] < hi and r["n_subjects"] == 30
     assert r["ci"]["delta_r2_tracing_over_layer"][0] >= -1e-9
+    # tracing is noise here: the cluster-robust test of its 4 terms (tracing + 3 interactions) has G - 1 df
+    fc = r["f_test_cluster"]
+    assert fc["df_num"] == 4 and fc["df_den"] == 29 and fc["p"] > 0.01
+    assert hase_regressions(y, layer, tracing)["f_test_cluster"] is None  # no clusters given: no robust test
+
+
+def test_cluster_robust_hase_test_finds_tracing_that_matters():
+    rng = np.random.default_rng(4)
+    layer = np.repeat([0, 1, 2, 3], 30)
+    tracing = rng.uniform(size=120)
+    y = np.array([0.2, 0.8, 0.5, 0.1])[layer] + 0.8 * tracing + rng.normal(0, 0.1, 120)
+    r = hase_regressions(y, layer, tracing, clusters=np.tile(np.arange(30), 4))
+    assert r["f_test_cluster"]["p"] < 1e-4 and r["f_test"]["p"] < 1e-4
 
 
 def test_pool_differences_and_summary_rows_by_hand():
