@@ -7,7 +7,9 @@ significant. Here the covariance of the least-squares coefficients is the cluste
     V = c · (XᵀX)⁻¹ (Σ_g X_gᵀ u_g u_gᵀ X_g) (XᵀX)⁻¹,   c = G/(G − 1) · (n − 1)/(n − k)
 
 (G clusters, n cases, k columns; u the residuals), and H0: β_T = 0 for the tested columns T is judged by
-F = β_Tᵀ V_TT⁻¹ β_T / q against F(q, G − 1), q = |T| (the usual small-sample reference for clustered data).
+F = β_Tᵀ V_TT⁺ β_T / q against F(q, G − 1), q = rank(V_TT) ≤ |T| (the usual small-sample reference for
+clustered data; the pseudo-inverse drops directions without cluster-robust variance, and says so). With few
+clusters (under ~30) CR1 tests are known to reject somewhat too often: read them as exploratory.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ def cluster_wald(y: np.ndarray, X: np.ndarray, test_cols: Sequence[int], cluster
     """{F, p, df_num, df_den, n_clusters, null_reason} for H0: the coefficients of `test_cols` are all 0.
 
     Null with the reason when the design is rank deficient, there are fewer than 5 clusters or no more
-    clusters than tested coefficients, or the robust covariance of the tested coefficients is singular."""
+    clusters than tested coefficients, or no tested direction has cluster-robust variance."""
     from scipy import stats
 
     y = np.asarray(y, dtype=np.float64)
@@ -50,11 +52,17 @@ def cluster_wald(y: np.ndarray, X: np.ndarray, test_cols: Sequence[int], cluster
     V = (G / (G - 1)) * ((n - 1) / (n - k)) * bread @ meat @ bread
     T = list(test_cols)
     b, V_TT = beta[T], V[np.ix_(T, T)]
-    if np.linalg.matrix_rank(V_TT) < q:
-        out["null_reason"] = "the robust covariance of the tested coefficients is singular"
+    # A direction the clusters give no variance to (e.g. a layer where every case has the same outcome, so its
+    # residuals are all 0) cannot be tested: the Wald form uses the pseudo-inverse, on the rank's directions.
+    rank = int(np.linalg.matrix_rank(V_TT, hermitian=True))
+    out["df_num"] = rank
+    if rank == 0:
+        out["null_reason"] = "the tested coefficients have no cluster-robust variance"
         return out
-    F = float(b @ np.linalg.solve(V_TT, b)) / q
-    out["F"], out["p"] = F, float(stats.f.sf(F, q, G - 1))
+    F = float(b @ np.linalg.pinv(V_TT, hermitian=True) @ b) / rank
+    out["F"], out["p"] = F, float(stats.f.sf(F, rank, G - 1))
+    if rank < q:
+        out["note"] = f"tested on {rank} of {q} directions (the others have no cluster-robust variance)"
     return out
 
 

@@ -188,7 +188,8 @@ def hase_rows(condition: str, cases_by_seed: dict[int, list[dict]], ys, n_boot: 
         c_ps = [(by_seed[s].get("f_test_cluster") or {}).get("p") for s in sorted(by_seed)]
         pooled["cluster_test_seeds"] = sum(1 for p in c_ps if p is not None)
         pooled["cluster_test_significant_seeds"] = sum(1 for p in c_ps if p is not None and p < 1.0 - level)
-        pooled["p"] = fisher_combined_p(c_ps)
+        # a finding needs replication: no combined p from a single seed's test
+        pooled["p"] = fisher_combined_p(c_ps) if pooled["cluster_test_seeds"] >= 2 else None
         rows.append({"condition": condition, "method": method, "site": site, "objective": objective, "y": y_name,
                      "per_seed": [{"seed": s, **by_seed[s]} for s in sorted(by_seed)], "pooled": pooled})
     return rows

@@ -71,6 +71,17 @@ def test_null_reasons():
     assert cluster_wald(y, X, [], g)["null_reason"] == "no coefficient to test"
 
 
+def test_a_direction_without_cluster_variance_is_dropped_and_said():
+    """A group whose outcome is the same for every case has residuals 0: its own coefficient has no robust
+    variance; the test uses the remaining direction (rank 1 of 2) instead of failing."""
+    rng = np.random.default_rng(5)
+    y, X, g = _design(rng, effect=1.0)
+    grp = (np.arange(len(y)) % 2).astype(float)  # half the cases
+    y = np.where(grp == 1, 0.7, y)  # constant outcome there: fitted exactly by its own intercept and slope
+    D = np.column_stack([X, grp, grp * X[:, 1]])
+    res = cluster_wald(y, D, [1, 3], g)
+    assert res["df_num"] == 1 and "1 of 2 directions" in res["note"] and res["p"] < 0.01
+
 def test_fisher_combination():
     assert fisher_combined_p([None]) is None
     assert fisher_combined_p([0.5, None]) == pytest.approx(0.5)
