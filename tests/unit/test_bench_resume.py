@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+
+from tests.experiment_modules import load
 
 pytestmark = pytest.mark.unit
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[2] / "experiments" / "bench" / "deletion.py"
-    spec = importlib.util.spec_from_file_location("bench_deletion", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load("experiments/bench/deletion.py", "bench_deletion")
 
 
 def _results(commit="a" * 40, dirty=False, command="python experiments/bench/deletion.py --n 5", calib=(1, 2)):

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+
+from tests.experiment_modules import load
 
 pytestmark = pytest.mark.unit
 
 
 def _evaluate_module():
-    path = Path(__file__).resolve().parents[2] / "experiments" / "risk" / "evaluate.py"
-    spec = importlib.util.spec_from_file_location("risk_evaluate", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load("experiments/risk/evaluate.py", "risk_evaluate")
 
 
 def test_holm_over_every_slice_label_and_baseline():
