@@ -59,6 +59,9 @@ def case_scores(rows, model, probe: dict[str, np.ndarray]) -> dict[str, dict[str
     }
 
 
+MIN_POSITIVES = 5  # cases of each class a case-level AUROC needs
+
+
 def top_decile(rows) -> np.ndarray:
     """Per case: collateral in the top 10% of its own audit."""
     audits = np.array([m["audit"] for m in rows.meta])
@@ -83,8 +86,10 @@ def evaluate(rows, model, n_boot: int = 1000, seed: int = 0) -> dict:
     cases = case_scores(rows, model, probe)
     clusters_case = np.asarray(rows.group, dtype=object)
     for label, yc in (("top_decile", top_decile(rows)), ("wrecked", np.asarray(rows.wrecked, bool))):
-        if len(set(yc.tolist())) < 2:
-            out[label] = {"undefined": f"{int(yc.sum())} of {len(yc)} cases are positive"}
+        n_pos = int(yc.sum())
+        if min(n_pos, len(yc) - n_pos) < MIN_POSITIVES:  # an AUROC from one or two positives says nothing
+            out[label] = {"undefined": f"{n_pos} of {len(yc)} cases are positive (an AUROC needs at least "
+                                       f"{MIN_POSITIVES} of each class)"}
             continue
         out[label] = auroc_with_ci(yc, cases[label], clusters_case, n_boot, seed, reference="learned")
         out[label]["_positives"] = int(yc.sum())
