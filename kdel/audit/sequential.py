@@ -171,7 +171,8 @@ def _bfs_subjects(adjacency, subjects: list[str], rng: random.Random) -> list[st
 # -- one trial --------------------------------------------------------------------------------------------
 def pin_key_statistics(method, ctx, spec: dict) -> dict | None:
     """The unedited model's key statistics at every layer the trial's method edits (None for methods that use
-    none), computed before the first step so that every step uses them."""
+    none), computed before the first step so that every step uses them. The layers depend on the trial's
+    layer and site, not on the fact, so any fact serves to ask the method for them."""
     if not hasattr(method, "stats"):
         return None
     from kdel.delete import DeletionRequest

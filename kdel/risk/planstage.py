@@ -37,8 +37,7 @@ def facts_for(table, fact_ids, subject: str | None) -> list[int]:
 
 def run_plan(model, *, kg=None, facts=None, corpus=None, fact_ids=(), subject: str | None = None,
              methods=None, sites=("subject_last", "last"), layers=None, risk_model=None, hparams=None,
-             apply: bool = False,
-             out=None, min_success: float | None = None, cache_dir=None, device: str = "cpu", seed: int = 0) -> dict:
+             apply: bool = False, out=None, min_success: float | None = None, cache_dir=None, device: str = "cpu", seed: int = 0) -> dict:
     from kdel.delete.stage import default_cache_dir
     from kdel.facts import load_fact_table
     from kdel.models.loading import check_model_dir, load_model_for_table
