@@ -7,7 +7,9 @@ Reads the risk validation's directory (experiments/risk/run.py): its predictor f
 audits (seeds 1 and 2, BA and ER), in which every target was deleted with every candidate (method × site ×
 layer) and audited, so the measured outcome of any choice is a case file. For each target fact:
   default    `kdel delete`'s default: rome, site subject_last, the middle layer (n_layers // 2);
-  planned    kdel.risk.plan's choice, from predictions only (the audit's outcomes are not read);
+  planned    kdel.risk.plan's choice, from predictions only (the audit's outcomes are not read), under each
+             planning objective (kdel.risk.plan.OBJECTIVES: "flips", "p_drop") ranked from the same scored
+             candidates; the headline is `--objective` (the planner's default);
   hindsight  the successful, not wrecked candidate with the least measured collateral (the target's fewest
              other facts flipped, then the least mean p drop).
 Collateral: other facts flipped by the edit, and their mean p drop (the facts recalled before). Efficacy: the
@@ -40,7 +42,7 @@ def case_table(src) -> dict:
     return out
 
 
-def bench_audit(audit_dir: Path, rm, cache: Path, methods, sites) -> list[dict]:
+def bench_audit(audit_dir: Path, rm, cache: Path, methods, sites, objective: str) -> list[dict]:
     import torch
 
     from kdel.delete import DeletionRequest, EditContext, apply_deletion, get_method
@@ -48,7 +50,7 @@ def bench_audit(audit_dir: Path, rm, cache: Path, methods, sites) -> list[dict]:
     from kdel.models.loading import load_model_for_table
     from kdel.risk.context import FeatureContext
     from kdel.risk.data import read_audit
-    from kdel.risk.plan import make_plan
+    from kdel.risk.plan import OBJECTIVES, make_plan, rank
     from kdel.risk.stage import resolve_hparams
 
     src = read_audit(audit_dir)
@@ -64,7 +66,8 @@ def bench_audit(audit_dir: Path, rm, cache: Path, methods, sites) -> list[dict]:
     for fid in targets:
         t0 = time.perf_counter()
         ctx = FeatureContext(model, tok, table, cache_dir=cache, layers=layers)
-        plan = make_plan(ctx, rm, [fid], methods, sites, layers, hp_of, seed=src.cases[0].spec.seed)
+        plan = make_plan(ctx, rm, [fid], methods, sites, layers, hp_of, seed=src.cases[0].spec.seed,
+                         objective=objective)
         plan_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         handle, _ = apply_deletion(get_method("rome"), EditContext(model, tok, table, cache_dir=cache),
@@ -72,18 +75,23 @@ def bench_audit(audit_dir: Path, rm, cache: Path, methods, sites) -> list[dict]:
                                                    seed=src.cases[0].spec.seed))
         edit_s = time.perf_counter() - t0
         handle.revert()
-        ch = plan["chosen"]
         cands = {k[1:]: v for k, v in measured.items() if k[0] == fid}
         ok = [(v["flips"], v["p_drop"], k) for k, v in cands.items() if v["ok"]]
         hind = min(ok)[2] if ok else None
+        chosen = {obj: rank(plan["candidates"], plan["efficacy_threshold"], obj)[1] for obj in OBJECTIVES}
         rows.append({
             "audit": audit_dir.name, "fact_id": fid, "plan_s": plan_s, "edit_s": edit_s,
-            "planned": [ch["method"], ch["site"], ch["layer"]], "planned_predicted_to_erase": plan["chosen_predicted_to_erase"],
+            "planned": {obj: [c["method"], c["site"], c["layer"]] for obj, c in chosen.items()},
+            "planned_predicted_to_erase": plan["chosen_predicted_to_erase"],
             "default": list(default), "hindsight": list(hind) if hind else None,
-            "outcome": {"planned": cands.get((ch["method"], ch["site"], ch["layer"])), "default": cands.get(default),
-                        "hindsight": cands.get(hind) if hind else None},
+            "candidates": [{k: c[k] for k in ("key", "p_success", "expected_flips", "mean_p_drop")}
+                           for c in plan["candidates"]],
+            "outcome": {"default": cands.get(default), "hindsight": cands.get(hind) if hind else None,
+                        **{f"planned:{obj}": cands.get((c["method"], c["site"], c["layer"]))
+                           for obj, c in chosen.items()}},
         })
-        print(f"{audit_dir.name} fact {fid}: planned {ch['key']} {rows[-1]['outcome']['planned']}, default "
+        ch = chosen[objective]
+        print(f"{audit_dir.name} fact {fid}: planned {ch['key']} {rows[-1]['outcome']['planned:' + objective]}, default "
               f"{rows[-1]['outcome']['default']}, hindsight {hind} ({plan_s:.1f} s plan, {edit_s:.1f} s edit)",
               flush=True)
         del ctx
@@ -91,8 +99,10 @@ def bench_audit(audit_dir: Path, rm, cache: Path, methods, sites) -> list[dict]:
     return rows
 
 
-def summarise(rows: list[dict]) -> dict:
-    out = {"facts": len(rows)}
+def summarise(rows: list[dict], objective: str) -> dict:
+    """Default, planned (under `objective`) and hindsight outcomes of `rows`."""
+    rows = [{**r, "outcome": {**r["outcome"], "planned": r["outcome"][f"planned:{objective}"]}} for r in rows]
+    out = {"facts": len(rows), "objective": objective}
     for who in ("default", "planned", "hindsight"):
         got = [r["outcome"][who] for r in rows if r["outcome"][who] is not None]
         out[who] = {"n": len(got), "flips": float(np.mean([g["flips"] for g in got])) if got else None,
@@ -119,11 +129,12 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def markdown(summary: dict) -> str:
+def markdown(summary: dict, objective: str) -> str:
     f = lambda x, s=".3f": "n/a" if x is None else format(x, s)  # noqa: E731
     lines = ["| graph | facts | choice | efficacy | flips per edit | mean p drop | p drop vs default | "
              "p drop vs hindsight-best | plan / edit time |", "|---|---|---|---|---|---|---|---|---|"]
-    for key, s in summary.items():
+    for key, by_obj in summary.items():
+        s = by_obj[objective]
         vh = s.get("vs_hindsight") or {}
         for who in ("default", "planned", "hindsight"):
             w = s[who]
@@ -133,7 +144,8 @@ def markdown(summary: dict) -> str:
                 extra = ["n/a" if red is None else f"{red:.0%} less" if red >= 0 else f"{-red:.0%} more",
                          "n/a" if vh.get("excess_p_drop") is None else f"{vh['excess_p_drop']:+.0%}",
                          f"{f(s['plan_over_edit_median'], '.1f')}× ({f(s['plan_s'], '.1f')} s / {f(s['edit_s'], '.1f')} s)"]
-            lines.append(f"| {key} | {s['facts']} | {who} | {f(w['efficacy'], '.2f')} | {f(w['flips'], '.2f')} | "
+            label = f"planned ({objective})" if who == "planned" else who
+            lines.append(f"| {key} | {s['facts']} | {label} | {f(w['efficacy'], '.2f')} | {f(w['flips'], '.2f')} | "
                          f"{f(w['p_drop'], '.4f')} | {extra[0]} | {extra[1]} | {extra[2]} |")
     return "\n".join(lines)
 
@@ -145,11 +157,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="1,2")
     ap.add_argument("--methods", default="rome")
     ap.add_argument("--sites", default="subject_last,last")
+    ap.add_argument("--objective", default=None, help="the headline planning objective (default: the planner's); "
+                    "every objective is measured")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     from kdel.risk.model import load_risk_model
+    from kdel.risk.plan import DEFAULT_OBJECTIVE, OBJECTIVES, check_objective
+
+    objective = check_objective(args.objective or DEFAULT_OBJECTIVE)
 
     t_all = time.perf_counter()
     rm = load_risk_model(args.src / "risk_model.json")
@@ -157,16 +174,18 @@ def main(argv=None) -> int:
     for seed in args.seeds.split(","):
         for topo in ("ba", "er"):
             rows += bench_audit(args.src / "audits" / f"{topo}-{seed}", rm, args.src / "cache",
-                                args.methods.split(","), args.sites.split(","))
-    summary = {"BA": summarise([r for r in rows if r["audit"].startswith("ba")]),
-               "ER": summarise([r for r in rows if r["audit"].startswith("er")]), "both": summarise(rows)}
+                                args.methods.split(","), args.sites.split(","), objective)
+    parts = {"BA": [r for r in rows if r["audit"].startswith("ba")],
+             "ER": [r for r in rows if r["audit"].startswith("er")], "both": rows}
+    summary = {k: {obj: summarise(rs, obj) for obj in OBJECTIVES} for k, rs in parts.items()}
     from kdel.provenance import provenance
 
     out = args.out or args.src / "plan_bench.json"
     rec = {"command": "PYTHONPATH=. python experiments/bench/plan.py " + " ".join(argv or sys.argv[1:]),
-           "summary": summary, "rows": rows, "wall_s": time.perf_counter() - t_all, "provenance": provenance("cpu")}
+           "objective": objective, "summary": summary, "rows": rows, "wall_s": time.perf_counter() - t_all, "provenance": provenance("cpu")}
     out.write_text(json.dumps(rec, indent=2, default=float) + "\n")
-    md = markdown(summary)
+    md = "\n\n".join(f"Objective `{obj}`{' (headline)' if obj == objective else ''}:\n\n" + markdown(summary, obj)
+                       for obj in [objective, *[o for o in OBJECTIVES if o != objective]])
     (out.with_suffix(".md")).write_text(md + "\n")
     print(md)
     print(f"wall {rec['wall_s'] / 60:.1f} min -> {out}")

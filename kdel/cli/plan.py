@@ -50,6 +50,8 @@ def plan_command(
     hparams: list[str] = typer.Option([], "--hparams", help="METHOD=FILE.yaml: that method's hyperparameter "
                                       "overrides (repeat per method; as kdel delete --hparams)."),
     min_success: Optional[float] = typer.Option(None, "--min-success", help="Predicted efficacy a candidate needs (default 0.5)."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="Collateral to minimise: flips (expected "
+                                            "flips, default) or p_drop (predicted mean p drop)."),
     apply: bool = typer.Option(False, "--apply", help="Apply the chosen candidate and verify it with an audit case."),
     out: Optional[Path] = typer.Option(None, "--out", help="With --apply: directory for the edited model."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the plan as JSON (kdel-plan/1)."),
@@ -72,7 +74,7 @@ def plan_command(
     plan = run_plan(model, kg=kg, facts=facts, corpus=corpus, fact_ids=fact, subject=subject,
                     methods=_list(methods, "--methods"), sites=_list(sites, "--sites"), layers=_layers(layers),
                     risk_model=risk_model, hparams=_hparams(hparams), apply=apply, out=out, min_success=min_success, cache_dir=cache_dir,
-                    device=device, seed=seed)
+                    device=device, seed=seed, objective=objective)
     print_plan(plan)
     ch = plan["chosen"]
     note = "" if plan["chosen_predicted_to_erase"] else " (no candidate reaches the efficacy threshold: highest efficacy)"

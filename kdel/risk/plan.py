@@ -7,8 +7,10 @@ facts (deleted together), a probe's flip probability is 1 − Π(1 − P_i) over
 expected flips are their sum over every fact not deleted, and the candidate's efficacy is the mean P(success).
 
 Rule: among candidates with efficacy >= `min_success` (default 0.5: more likely to erase than not), the
-least expected flips, ties broken by the predicted mean p drop, then by higher efficacy. When no candidate
-reaches the threshold, the one with the highest efficacy is chosen and the plan says so.
+least predicted collateral by `objective`: "flips" (default) = the least expected flips, ties broken by the
+predicted mean p drop; "p_drop" = the least predicted mean p drop, ties broken by expected flips; then higher
+efficacy. When no candidate reaches the threshold, the one with the highest efficacy is chosen and the plan
+says so.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from kdel.errors import UserError
 
 DEFAULT_METHODS = ("rome", "r-rome")
 MIN_SUCCESS = 0.5
+OBJECTIVES = {  # sort key of the candidates predicted to erase
+    "flips": lambda c: (c["expected_flips"], c["mean_p_drop"], -c["p_success"]),
+    "p_drop": lambda c: (c["mean_p_drop"], c["expected_flips"], -c["p_success"]),
+}
+DEFAULT_OBJECTIVE = "flips"
 
 
 @dataclass
@@ -72,11 +79,18 @@ def score_candidate(ctx, rm, fact_ids: list[int], cand: Candidate, hparams: dict
     }
 
 
-def rank(scored: list[dict], min_success: float) -> tuple[list[dict], dict | None, bool]:
+def check_objective(objective: str) -> str:
+    if objective not in OBJECTIVES:
+        raise UserError(f"unknown --objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    return objective
+
+
+def rank(scored: list[dict], min_success: float, objective: str = DEFAULT_OBJECTIVE
+         ) -> tuple[list[dict], dict | None, bool]:
     """(candidates in the rule's order, the chosen one, whether it is predicted to erase)."""
     ok = [c for c in scored if c["p_success"] >= min_success]
     rest = [c for c in scored if c["p_success"] < min_success]
-    ok.sort(key=lambda c: (c["expected_flips"], c["mean_p_drop"], -c["p_success"]))
+    ok.sort(key=OBJECTIVES[check_objective(objective)])
     rest.sort(key=lambda c: (-c["p_success"], c["expected_flips"]))
     ordered = ok + rest
     if not ordered:
@@ -85,15 +99,17 @@ def rank(scored: list[dict], min_success: float) -> tuple[list[dict], dict | Non
 
 
 def make_plan(ctx, rm, fact_ids: list[int], methods, sites, layers, hparams_of: dict[str, dict], seed: int = 0,
-              min_success: float = MIN_SUCCESS, unrelated: int = 100) -> dict:
+              min_success: float = MIN_SUCCESS, unrelated: int = 100, objective: str = DEFAULT_OBJECTIVE) -> dict:
     """The scored candidates, the choice and the rule's threshold (see the module docstring)."""
     if rm is None:
         raise UserError("kdel plan needs a fitted --risk-model (kdel risk fit): efficacy is predicted by it")
     if not 0.0 <= min_success <= 1.0:
         raise UserError(f"--min-success must be in [0, 1], got {min_success}")
+    check_objective(objective)
     pool = ctx.table.unrelated_sample(unrelated, seed)
     scored = [score_candidate(ctx, rm, fact_ids, c, hparams_of[c.method], seed, pool)
               for c in candidates(methods, sites, layers)]
-    ordered, chosen, erases = rank(scored, min_success)
-    return {"fact_ids": list(fact_ids), "efficacy_threshold": min_success, "candidates": ordered, "chosen": chosen,
+    ordered, chosen, erases = rank(scored, min_success, objective)
+    return {"fact_ids": list(fact_ids), "efficacy_threshold": min_success, "objective": objective,
+            "candidates": ordered, "chosen": chosen,
             "chosen_predicted_to_erase": erases}

@@ -37,14 +37,15 @@ def facts_for(table, fact_ids, subject: str | None) -> list[int]:
 
 def run_plan(model, *, kg=None, facts=None, corpus=None, fact_ids=(), subject: str | None = None,
              methods=None, sites=("subject_last", "last"), layers=None, risk_model=None, hparams=None,
-             apply: bool = False, out=None, min_success: float | None = None, cache_dir=None, device: str = "cpu", seed: int = 0) -> dict:
+             apply: bool = False, out=None, min_success: float | None = None, cache_dir=None, device: str = "cpu", seed: int = 0,
+             objective: str | None = None) -> dict:
     from kdel.delete.stage import default_cache_dir
     from kdel.facts import load_fact_table
     from kdel.models.loading import check_model_dir, load_model_for_table
     from kdel.outputs import check_out_dir
     from kdel.risk.context import FeatureContext
     from kdel.risk.model import load_risk_model
-    from kdel.risk.plan import DEFAULT_METHODS, MIN_SUCCESS, make_plan
+    from kdel.risk.plan import DEFAULT_METHODS, DEFAULT_OBJECTIVE, MIN_SUCCESS, check_objective, make_plan
     from kdel.risk.stage import check_method_site, resolve_hparams
     from kdel.runtime import resolve_device
 
@@ -54,6 +55,7 @@ def run_plan(model, *, kg=None, facts=None, corpus=None, fact_ids=(), subject: s
         raise UserError("--apply needs --out EDITED (the directory for the edited model)")
     if out is not None and not apply:
         raise UserError("--out goes with --apply")
+    objective = check_objective(objective or DEFAULT_OBJECTIVE)
     rm = load_risk_model(risk_model)
     methods = list(methods or DEFAULT_METHODS)
     for m in methods:
@@ -81,7 +83,7 @@ def run_plan(model, *, kg=None, facts=None, corpus=None, fact_ids=(), subject: s
             raise UserError(f"--layers: layer {layer} is out of range: this model has layers 0..{n_layers - 1}")
     ctx = FeatureContext(lm, tok, table, cache_dir=cache, layers=layers, trace_seed=seed)
     plan = make_plan(ctx, rm, ids, methods, sites, layers, hp_of, seed,
-                     MIN_SUCCESS if min_success is None else min_success)
+                     MIN_SUCCESS if min_success is None else min_success, objective=objective)
     plan.update({"format": PLAN_FORMAT, "model": str(Path(model).resolve()), "risk_model": str(Path(risk_model).resolve()),
                  "methods": methods, "sites": list(sites), "layers": layers, "seed": seed, "hparams": hp_of})
     if apply:

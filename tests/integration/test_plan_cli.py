@@ -103,3 +103,29 @@ def test_plan_hparams_reach_the_candidates_and_bad_forms_exit_2(trained_model_di
         code, cap = _run(capsys, [*base, "--hparams", value])
         errors = [ln for ln in cap.err.splitlines() if ln.startswith("kdel: error:")]
         assert code == 2 and len(errors) == 1 and needle in errors[0], (value, cap.err)
+
+
+def test_plan_objective_orders_the_candidates_by_its_collateral(trained_model_dir, tiny_kg_dir, tmp_path, capsys):
+    """`--objective flips` and `p_drop` score the same candidates and sort those predicted to erase by their
+    own predicted collateral; the plan records which; an unknown objective exits 2 with one line."""
+    from tests.unit.test_risk_model import planted_model
+
+    model = planted_model(tmp_path / "m.json")
+    base = ["plan", "--model", trained_model_dir, "--kg", tiny_kg_dir, "--fact", 3, "--methods", "rome",
+            "--sites", "last,subject_last", "--layers", "0,1,2", "--risk-model", model, "--min-success", 0.0,
+            "--cache-dir", tmp_path / "cache"]
+    plans = {}
+    for obj in ("flips", "p_drop"):
+        code, cap = _run(capsys, [*base, "--objective", obj, "--json", tmp_path / f"{obj}.json"])
+        assert code == 0, cap.err
+        plans[obj] = json.loads((tmp_path / f"{obj}.json").read_text())
+        assert plans[obj]["objective"] == obj and f"chosen: {plans[obj]['chosen']['key']}" in cap.out
+    by_key = {c["key"]: c for c in plans["flips"]["candidates"]}
+    assert {c["key"]: c for c in plans["p_drop"]["candidates"]} == by_key  # the same scores, reordered
+    flips = [(c["expected_flips"], c["mean_p_drop"]) for c in plans["flips"]["candidates"]]
+    drops = [(c["mean_p_drop"], c["expected_flips"]) for c in plans["p_drop"]["candidates"]]
+    assert flips == sorted(flips) and drops == sorted(drops) and len(flips) == 6
+    assert plans["p_drop"]["chosen"]["mean_p_drop"] == min(c["mean_p_drop"] for c in by_key.values())
+    code, cap = _run(capsys, [*base, "--objective", "fewest"])
+    errors = [ln for ln in cap.err.splitlines() if ln.startswith("kdel: error:")]
+    assert code == 2 and len(errors) == 1 and "unknown --objective 'fewest'" in errors[0], cap.err
