@@ -50,8 +50,8 @@ def plan_command(
     hparams: list[str] = typer.Option([], "--hparams", help="METHOD=FILE.yaml: that method's hyperparameter "
                                       "overrides (repeat per method; as kdel delete --hparams)."),
     min_success: Optional[float] = typer.Option(None, "--min-success", help="Predicted efficacy a candidate needs (default 0.5)."),
-    objective: Optional[str] = typer.Option(None, "--objective", help="Collateral to minimise: flips (expected "
-                                            "flips, default) or p_drop (predicted mean p drop)."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="Collateral to minimise: p_drop (predicted "
+                                            "mean p drop, default) or flips (expected flips)."),
     apply: bool = typer.Option(False, "--apply", help="Apply the chosen candidate and verify it with an audit case."),
     out: Optional[Path] = typer.Option(None, "--out", help="With --apply: directory for the edited model."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the plan as JSON (kdel-plan/1)."),

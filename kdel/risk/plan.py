@@ -7,9 +7,9 @@ facts (deleted together), a probe's flip probability is 1 − Π(1 − P_i) over
 expected flips are their sum over every fact not deleted, and the candidate's efficacy is the mean P(success).
 
 Rule: among candidates with efficacy >= `min_success` (default 0.5: more likely to erase than not), the
-least predicted collateral by `objective`: "flips" (default) = the least expected flips, ties broken by the
-predicted mean p drop; "p_drop" = the least predicted mean p drop, ties broken by expected flips; then higher
-efficacy. When no candidate reaches the threshold, the one with the highest efficacy is chosen and the plan
+least predicted collateral by `objective`: "p_drop" (default) = the least predicted mean p drop, ties broken by
+expected flips; "flips" = the least expected flips, ties broken by the predicted mean p drop; then higher
+efficacy. The default was chosen on the risk validation's fit seed only (docs/risk.md, "Plan benchmark"). When no candidate reaches the threshold, the one with the highest efficacy is chosen and the plan
 says so.
 """
 
@@ -27,7 +27,7 @@ OBJECTIVES = {  # sort key of the candidates predicted to erase
     "flips": lambda c: (c["expected_flips"], c["mean_p_drop"], -c["p_success"]),
     "p_drop": lambda c: (c["mean_p_drop"], c["expected_flips"], -c["p_success"]),
 }
-DEFAULT_OBJECTIVE = "flips"
+DEFAULT_OBJECTIVE = "p_drop"  # chosen on seed 0 of the risk validation (docs/risk.md)
 
 
 @dataclass
