@@ -38,6 +38,9 @@ def main(argv=None) -> int:
 
     import torch
 
+    from kdel.runtime import install_warning_handler
+
+    install_warning_handler()  # kdel's one-line warnings (audit workers install their own)
     torch.set_num_threads(1)
     from experiments.risk.stages import Settings, build_models, run_audits
 

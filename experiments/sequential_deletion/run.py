@@ -80,6 +80,9 @@ def run_cell(args: tuple) -> dict:
     cfg, out, graph, seed = args
     import torch
 
+    from kdel.runtime import install_warning_handler
+
+    install_warning_handler()  # kdel's one-line warnings in the worker too
     torch.set_num_threads(1)
     from synth_kg import KGConfig, KnowledgeGraph, generate
 
@@ -153,7 +156,9 @@ def _main(a) -> int:
     from kdel.io import atomic_write_json
     from kdel.outputs import DirLock
     from kdel.provenance import provenance
+    from kdel.runtime import install_warning_handler
 
+    install_warning_handler()
     torch.set_num_threads(1)  # as in the cells (the provenance records it)
     sys.path.insert(0, str(HERE))
     from results_md import write_results
