@@ -28,8 +28,11 @@ def compare(model, tok, facts, table, top_k: int = 3) -> dict:
 
     n = len(facts)
     choose_site_layers(model, tok, facts[:1], table)  # warm-up
-    two, tw, tc = timed(lambda: choose_site_layers(model, tok, facts, table, top_k=top_k, two_stage=True))
-    exact, ew, ec = timed(lambda: choose_site_layers(model, tok, facts, table, two_stage=False))
+    parts = {"two_stage": {}, "exact_only": {}}
+    two, tw, tc = timed(lambda: choose_site_layers(model, tok, facts, table, top_k=top_k, two_stage=True,
+                                                   timings=parts["two_stage"]))
+    exact, ew, ec = timed(lambda: choose_site_layers(model, tok, facts, table, two_stage=False,
+                                                     timings=parts["exact_only"]))
     window = default_window(model.config.num_hidden_layers)
     cfg = TraceConfig(components=("mlp",), metrics=("prob",), window=window)
     _, mw, mc = timed(lambda: trace_many(model, tok, facts, table, cfg))
@@ -42,6 +45,11 @@ def compare(model, tok, facts, table, top_k: int = 3) -> dict:
         "cpu_s_per_fact": {"two_stage": tc / n, "exact_only": ec / n, "full_exact_mlp_map": mc / n},
         "wall_s_per_fact": {"two_stage": tw / n, "exact_only": ew / n, "full_exact_mlp_map": mw / n},
         "speedup_cpu_vs_exact_only": ec / tc,
+        # CPU s per fact of each part; the bound: two-stage can be at most exact-only / (its recorded runs +
+        # attribution) times cheaper, however cheap its confirmation
+        "cpu_s_per_fact_by_part": {k: {p: v / n for p, v in d.items()} for k, d in parts.items()},
+        "speedup_bound_if_confirmation_were_free": ec / max(1e-12, parts["two_stage"].get("recorded_runs", 0)
+                                                            + parts["two_stage"].get("attribution", 0)),
         "speedup_cpu_vs_full_mlp_map": mc / tc,
         "exact_only_choices": dict(Counter(f"{c.site}@{c.layer}" for c in exact).most_common()),
         "fallbacks": {"two_stage": sum(c.fallback for c in two), "exact_only": sum(c.fallback for c in exact)},

@@ -123,11 +123,15 @@ def _decide(fact_id, effects: dict, subject_effects: dict, n_layers: int, family
 
 def choose_site_layers(model, tok, facts, table, window: int | None = None, exclude_layers=(),
                        min_effect: float = 0.1, two_stage: bool | str = "auto", top_k: int = 3, site_ratio: float = 2.0,
-                       embedding_threshold: float = 0.9, config: TraceConfig | None = None) -> list[LayerChoice]:
+                       embedding_threshold: float = 0.9, config: TraceConfig | None = None,
+                       timings: dict | None = None) -> list[LayerChoice]:
     """The edit site and layer of each fact (see the module docstring). `config` sets the corruption, noise
     samples and seed of the traces (its components, metrics, window and positions are overridden).
     `two_stage="auto"`: two-stage when the model has at least 4 x top_k layers, else exact-only (on small models
-    confirming k layers is nearly all of them, and the exact tracer alone is cheaper)."""
+    confirming k layers is nearly all of them, and the exact tracer alone is cheaper). `timings`, when given, gets
+    the CPU seconds of each part added to it: `recorded_runs` (clean and corrupted runs), `attribution`,
+    `confirmed` (exact effects)."""
+    import time
     from kdel.models.adapter import ModelAdapter
     from kdel.trace.api import _corruption
     from kdel.trace.attribution import attribution_maps
@@ -150,9 +154,19 @@ def choose_site_layers(model, tok, facts, table, window: int | None = None, excl
                          "positions": (), "method": "exact"})
     cfg.validate(L)
     facts = list(facts)
+    clock = time.process_time()
+
+    def lap(part: str) -> None:
+        nonlocal clock
+        now = time.process_time()
+        if timings is not None:
+            timings[part] = timings.get(part, 0.0) + now - clock
+        clock = now
+
     sigma = embedding_std(adapter.embedding_matrix())
     corrs = [_corruption(tok, f, table, adapter, cfg, sigma)[0] for f in facts]
     setups = build_setups(adapter, corrs, cfg.direction)
+    lap("recorded_runs")
     positions = [{"subject_last": max(c.clean.subject_positions), "last": len(c.clean.ids) - 1} for c in corrs]
     subjects = [[q for q in c.clean.subject_positions if q != max(c.clean.subject_positions)] for c in corrs]
     subjects = [[max(c.clean.subject_positions)] + rest for c, rest in zip(corrs, subjects)]  # the last one first
@@ -162,6 +176,7 @@ def choose_site_layers(model, tok, facts, table, window: int | None = None, excl
         a_setups, maps = attribution_maps(adapter, corrs, cfg, clean=clean)
         attr = [{s: normalized_effect(m["mlp"]["prob"][:, pos[s]], a.clean["prob"], a.corrupted["prob"],
                                       cfg.direction) for s in SITE_NAMES} for a, m, pos in zip(a_setups, maps, positions)]
+        lap("attribution")
     todo = [{s: (list(range(L)) if attr is None else _ranked(attr[i][s], listed)) for s in SITE_NAMES}
             for i in range(len(facts))]
     known: list[dict] = [{} for _ in facts]  # (layer, position) -> exact effect
@@ -177,6 +192,7 @@ def choose_site_layers(model, tok, facts, table, window: int | None = None, excl
         _confirm(setups, known, {i: [(layer, q) for layer in want[i]["subject_last"] for q in subjects[i]
                                      if known[i][(layer, subjects[i][0])] >= embedding_threshold]
                                  for i in open_}, window, L)
+        lap("confirmed")
         rnd += 1
         for i in open_:
             effects = {s: {layer: e for (layer, p), e in known[i].items() if p == positions[i][s]} for s in SITE_NAMES}

@@ -62,8 +62,11 @@ def test_two_stage_matches_exact_on_the_trained_model(trained_model_dir, tiny_kg
     model, tok = load_model(trained_model_dir, "cpu", kg_hash=table.source_hash)
     facts = table.facts[:12]
     cfg = TraceConfig(noise_samples=4)
-    fast = choose_site_layers(model, tok, facts, table, config=cfg, two_stage=True)
-    exact = choose_site_layers(model, tok, facts, table, config=cfg, two_stage=False)
+    t_fast, t_exact = {}, {}
+    fast = choose_site_layers(model, tok, facts, table, config=cfg, two_stage=True, timings=t_fast)
+    exact = choose_site_layers(model, tok, facts, table, config=cfg, two_stage=False, timings=t_exact)
+    assert set(t_fast) == {"recorded_runs", "attribution", "confirmed"} and min(t_fast.values()) > 0
+    assert set(t_exact) == {"recorded_runs", "confirmed"} and min(t_exact.values()) > 0
     same = sum((a.site, a.layer) == (b.site, b.layer) for a, b in zip(fast, exact))
     assert same >= 10, [(a.site, a.layer, b.site, b.layer) for a, b in zip(fast, exact)]
     for a, b in zip(fast, exact):
