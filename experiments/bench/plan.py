@@ -80,7 +80,7 @@ def bench_audit(audit_dir: Path, rm, cache: Path, methods, sites, objective: str
         hind = min(ok)[2] if ok else None
         chosen = {obj: rank(plan["candidates"], plan["efficacy_threshold"], obj)[1] for obj in OBJECTIVES}
         rows.append({
-            "audit": audit_dir.name, "fact_id": fid, "plan_s": plan_s, "edit_s": edit_s,
+            "audit": audit_dir.name, "fact_id": fid, "subject": table.fact(fid).subject, "plan_s": plan_s, "edit_s": edit_s,
             "planned": {obj: [c["method"], c["site"], c["layer"]] for obj, c in chosen.items()},
             "planned_predicted_to_erase": plan["chosen_predicted_to_erase"],
             "default": list(default), "hindsight": list(hind) if hind else None,
@@ -97,6 +97,21 @@ def bench_audit(audit_dir: Path, rm, cache: Path, methods, sites, objective: str
         del ctx
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return rows
+
+
+def excess_ci(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> list | None:
+    """95% CI of mean planned p drop / mean hindsight p drop - 1: cluster bootstrap over (audit, subject), as
+    one subject's facts share the model's representation of it."""
+    from kdel.stats.bootstrap import cluster_weights, percentile_ci, weighted_mean
+
+    if not rows or "subject" not in rows[0]:
+        return None
+    W = cluster_weights([f"{r['audit']}/{r['subject']}" for r in rows], n_boot, seed)
+    planned = weighted_mean(W, np.array([r["outcome"]["planned"]["p_drop"] for r in rows]))
+    hind = weighted_mean(W, np.array([r["outcome"]["hindsight"]["p_drop"] for r in rows]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo, hi = percentile_ci(np.where(hind > 0, planned / hind - 1, np.nan))
+    return None if lo is None else [lo, hi]
 
 
 def summarise(rows: list[dict], objective: str) -> dict:
@@ -121,7 +136,8 @@ def summarise(rows: list[dict], objective: str) -> dict:
         pf = float(np.mean([r["outcome"]["planned"]["flips"] for r in both]))
         out["vs_hindsight"] = {"planned_p_drop": pp, "hindsight_p_drop": hp, "planned_flips": pf, "hindsight_flips": hf,
                                "planned_efficacy": float(np.mean([r["outcome"]["planned"]["ok"] for r in both])),
-                               "excess_p_drop": pp / hp - 1 if hp > 0 else None}
+                               "excess_p_drop": pp / hp - 1 if hp > 0 else None,
+                               "excess_p_drop_ci95": excess_ci(both)}
     ratio = [r["plan_s"] / r["edit_s"] for r in rows]
     out["plan_s"] = float(np.median([r["plan_s"] for r in rows]))
     out["edit_s"] = float(np.median([r["edit_s"] for r in rows]))
@@ -132,7 +148,7 @@ def summarise(rows: list[dict], objective: str) -> dict:
 def markdown(summary: dict, objective: str) -> str:
     f = lambda x, s=".3f": "n/a" if x is None else format(x, s)  # noqa: E731
     lines = ["| graph | facts | choice | efficacy | flips per edit | mean p drop | p drop vs default | "
-             "p drop vs hindsight-best | plan / edit time |", "|---|---|---|---|---|---|---|---|---|"]
+             "p drop vs hindsight-best [95% CI] | plan / edit time |", "|---|---|---|---|---|---|---|---|---|"]
     for key, by_obj in summary.items():
         s = by_obj[objective]
         vh = s.get("vs_hindsight") or {}
@@ -142,7 +158,9 @@ def markdown(summary: dict, objective: str) -> str:
             if who == "planned":
                 red = s["reduction_vs_default_p_drop"]
                 extra = ["n/a" if red is None else f"{red:.0%} less" if red >= 0 else f"{-red:.0%} more",
-                         "n/a" if vh.get("excess_p_drop") is None else f"{vh['excess_p_drop']:+.0%}",
+                         "n/a" if vh.get("excess_p_drop") is None else f"{vh['excess_p_drop']:+.0%}" + (
+                             "" if not vh.get("excess_p_drop_ci95") else
+                             " [{:+.0%}, {:+.0%}]".format(*vh["excess_p_drop_ci95"])),
                          f"{f(s['plan_over_edit_median'], '.1f')}× ({f(s['plan_s'], '.1f')} s / {f(s['edit_s'], '.1f')} s)"]
             label = f"planned ({objective})" if who == "planned" else who
             lines.append(f"| {key} | {s['facts']} | {label} | {f(w['efficacy'], '.2f')} | {f(w['flips'], '.2f')} | "
