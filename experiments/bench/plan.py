@@ -8,7 +8,7 @@ audits (seeds 1 and 2, BA and ER), in which every target was deleted with every 
 layer) and audited, so the measured outcome of any choice is a case file. For each target fact:
   default    `kdel delete`'s default: rome, site subject_last, the middle layer (n_layers // 2);
   planned    kdel.risk.plan's choice, from predictions only (the audit's outcomes are not read), under each
-             planning objective (kdel.risk.plan.OBJECTIVES: "flips", "p_drop") ranked from the same scored
+             planning objective (kdel.risk.plan.OBJECTIVES) ranked from the same scored
              candidates; the headline is `--objective` (the planner's default);
   hindsight  the successful, not wrecked candidate with the least measured collateral (the target's fewest
              other facts flipped, then the least mean p drop).
@@ -84,8 +84,10 @@ def bench_audit(audit_dir: Path, rm, cache: Path, methods, sites, objective: str
             "planned": {obj: [c["method"], c["site"], c["layer"]] for obj, c in chosen.items()},
             "planned_predicted_to_erase": plan["chosen_predicted_to_erase"],
             "default": list(default), "hindsight": list(hind) if hind else None,
-            "candidates": [{k: c[k] for k in ("key", "p_success", "expected_flips", "mean_p_drop")}
+            "candidates": [{k: c.get(k) for k in ("key", "p_success", "expected_flips", "mean_p_drop",
+                                                   "first_order_flips", "first_order_mean_p_drop")}
                            for c in plan["candidates"]],
+            "measured": {"/".join(map(str, k)): v for k, v in cands.items()},
             "outcome": {"default": cands.get(default), "hindsight": cands.get(hind) if hind else None,
                         **{f"planned:{obj}": cands.get((c["method"], c["site"], c["layer"]))
                            for obj, c in chosen.items()}},

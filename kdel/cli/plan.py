@@ -51,7 +51,8 @@ def plan_command(
                                       "overrides (repeat per method; as kdel delete --hparams)."),
     min_success: Optional[float] = typer.Option(None, "--min-success", help="Predicted efficacy a candidate needs (default 0.5)."),
     objective: Optional[str] = typer.Option(None, "--objective", help="Collateral to minimise: p_drop (predicted "
-                                            "mean p drop, default) or flips (expected flips)."),
+                                            "mean p drop, default), flips (expected flips), first_order_p_drop or "
+                                            "first_order_flips (the kappa predictions of rank-one candidates)."),
     apply: bool = typer.Option(False, "--apply", help="Apply the chosen candidate and verify it with an audit case."),
     out: Optional[Path] = typer.Option(None, "--out", help="With --apply: directory for the edited model."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the plan as JSON (kdel-plan/1)."),

@@ -8,7 +8,9 @@ expected flips are their sum over every fact not deleted, and the candidate's ef
 
 Rule: among candidates with efficacy >= `min_success` (default 0.5: more likely to erase than not), the
 least predicted collateral by `objective`: "p_drop" (default) = the least predicted mean p drop, ties broken by
-expected flips; "flips" = the least expected flips, ties broken by the predicted mean p drop; then higher
+expected flips; "flips" = the least expected flips, ties broken by the predicted mean p drop;
+"first_order_flips" / "first_order_p_drop" = the same from the first-order (κ) predictions of rank-one
+candidates (the learned ones for other methods; efficacy is always the learned model's); then higher
 efficacy. The default was chosen on the risk validation's fit seed only (docs/risk.md, "Plan benchmark"). When no candidate reaches the threshold, the one with the highest efficacy is chosen and the plan
 says so.
 """
@@ -20,12 +22,23 @@ from dataclasses import dataclass
 import numpy as np
 
 from kdel.errors import UserError
+from kdel.risk.names import RANK_ONE
 
 DEFAULT_METHODS = ("rome", "r-rome")
 MIN_SUCCESS = 0.5
+def _fo(c: dict, key: str, learned: str) -> float:
+    """The first-order prediction where the candidate is rank-one, else the learned one."""
+    v = c.get(key)
+    return c[learned] if v is None else v
+
+
 OBJECTIVES = {  # sort key of the candidates predicted to erase
     "flips": lambda c: (c["expected_flips"], c["mean_p_drop"], -c["p_success"]),
     "p_drop": lambda c: (c["mean_p_drop"], c["expected_flips"], -c["p_success"]),
+    "first_order_flips": lambda c: (_fo(c, "first_order_flips", "expected_flips"),
+                                    _fo(c, "first_order_mean_p_drop", "mean_p_drop"), -c["p_success"]),
+    "first_order_p_drop": lambda c: (_fo(c, "first_order_mean_p_drop", "mean_p_drop"),
+                                     _fo(c, "first_order_flips", "expected_flips"), -c["p_success"]),
 }
 DEFAULT_OBJECTIVE = "p_drop"  # chosen on seed 0 of the risk validation (docs/risk.md)
 
@@ -54,7 +67,7 @@ def score_candidate(ctx, rm, fact_ids: list[int], cand: Candidate, hparams: dict
     n = len(ctx.table.facts)
     survive = np.ones(n)
     drop = np.zeros(n)
-    succ, fo_flips = [], 0
+    succ, fo_flips, fo_drop = [], 0, np.zeros(n)
     for fid in fact_ids:
         groups = ctx.table.probe_groups(fid, pool)
         cf = ctx.case_features(Case(fact_id=fid, method=cand.method, site=cand.site, layer=cand.layer,
@@ -66,7 +79,9 @@ def score_candidate(ctx, rm, fact_ids: list[int], cand: Candidate, hparams: dict
         succ.append(pred.p_success)
         if pred.first_order:
             fo_flips += int(pred.fo_flip.sum())
+            fo_drop[pred.fact_ids] += pred.fo_p_drop
     others = np.array([i for i in range(n) if i not in set(fact_ids)], dtype=np.int64)
+    rank_one = cand.method in RANK_ONE
     rec = others[ctx.base.recalled[others]]
     return {
         "key": cand.key, "method": cand.method, "site": cand.site, "layer": cand.layer,
@@ -74,7 +89,8 @@ def score_candidate(ctx, rm, fact_ids: list[int], cand: Candidate, hparams: dict
         "p_success_each": [float(s) for s in succ],
         "expected_flips": float((1.0 - survive[others]).sum()),
         "mean_p_drop": float(drop[rec].mean()) if len(rec) else 0.0,
-        "first_order_flips": fo_flips if cand.method in ("rome", "r-rome") else None,
+        "first_order_flips": fo_flips if rank_one else None,
+        "first_order_mean_p_drop": (float(fo_drop[rec].mean()) if len(rec) else 0.0) if rank_one else None,
         "tracing_effect": [float(ctx.tracing_effects(f)[cand.layer]) for f in fact_ids],
     }
 

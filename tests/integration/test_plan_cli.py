@@ -126,6 +126,12 @@ def test_plan_objective_orders_the_candidates_by_its_collateral(trained_model_di
     drops = [(c["mean_p_drop"], c["expected_flips"]) for c in plans["p_drop"]["candidates"]]
     assert flips == sorted(flips) and drops == sorted(drops) and len(flips) == 6
     assert plans["p_drop"]["chosen"]["mean_p_drop"] == min(c["mean_p_drop"] for c in by_key.values())
+    # rank-one candidates carry first-order predictions; that objective sorts by them
+    code, cap = _run(capsys, [*base, "--objective", "first_order_p_drop", "--json", tmp_path / "fo.json"])
+    assert code == 0, cap.err
+    fo = [(c["first_order_mean_p_drop"], c["first_order_flips"])
+          for c in json.loads((tmp_path / "fo.json").read_text())["candidates"]]
+    assert fo == sorted(fo) and all(v[0] is not None and v[1] is not None for v in fo) and len(set(fo)) > 1
     code, cap = _run(capsys, [*base, "--objective", "fewest"])
     errors = [ln for ln in cap.err.splitlines() if ln.startswith("kdel: error:")]
     assert code == 2 and len(errors) == 1 and "unknown --objective 'fewest'" in errors[0], cap.err
