@@ -142,6 +142,18 @@ def _isotonic(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> dict | None:
     return {"x": np.asarray(iso.X_thresholds_, np.float64), "y": np.asarray(iso.y_thresholds_, np.float64)}
 
 
+def crossfit_calibrated(p: np.ndarray, y: np.ndarray, w: np.ndarray, fold_of: np.ndarray) -> np.ndarray:
+    """Out-of-fold predictions `p` calibrated without seeing their own fold: each fold's through the isotonic map
+    fitted on the other folds (a map fitted on all of them and scored on the same rows is optimistic)."""
+    out = np.array(p, dtype=np.float64, copy=True)
+    for k in np.unique(fold_of):
+        te = fold_of == k
+        m = _isotonic(p[~te], y[~te], w[~te])
+        if m is not None:
+            out[te] = np.interp(p[te], m["x"], m["y"])
+    return out
+
+
 # -- the whole fit ----------------------------------------------------------------------------------------
 def fit_rows(rows, settings: FitSettings | None = None, progress: bool = False) -> tuple[RiskModel, dict]:
     """(model, cross-validation report) from training rows (kdel.risk.data.Rows)."""
@@ -161,12 +173,14 @@ def fit_rows(rows, settings: FitSettings | None = None, progress: bool = False) 
 
     oof_flip, oof_drop = np.zeros(len(idx)), np.zeros(len(idx))
     oof_succ = np.zeros(rows.n_cases)
+    fold_of = np.zeros(len(idx), dtype=np.int64)
     folds_record = []
     for k, (tr_c, te_c) in enumerate(case_folds):
         tr = np.isin(case_of, tr_c)
         te = np.isin(case_of, te_c)
         folds_record.append({"train_groups": len(set(groups_case[tr_c].tolist())),
                              "test_groups": len(set(groups_case[te_c].tolist())), "test_cases": len(te_c)})
+        fold_of[te] = k
         oof_flip[te] = _fit_head(X[tr], yf[tr], w[tr], True, s).predict(X[te], calibrated=False)
         oof_drop[te] = _fit_head(X[tr], yd[tr], w[tr], False, s).predict(X[te])
         oof_succ[te_c] = _fit_head(CX[tr_c], ys[tr_c], np.ones(len(tr_c)), True, s, small=True).predict(
@@ -179,11 +193,11 @@ def fit_rows(rows, settings: FitSettings | None = None, progress: bool = False) 
     drop = _fit_head(X, yd, w, False, s)
     succ = _fit_head(CX, ys, np.ones(len(ys)), True, s, small=True)
     succ.calibration = _isotonic(oof_succ, ys, np.ones(len(ys)))
-    cal_flip = np.interp(oof_flip, flip.calibration["x"], flip.calibration["y"]) if flip.calibration else oof_flip
+    cal_flip = crossfit_calibrated(oof_flip, yf, w, fold_of)
     report = {
         "folds": folds_record,
         "flip": binary_metrics(yf, oof_flip, w),
-        "flip_calibrated_brier": float(np.average((cal_flip - yf) ** 2, weights=w)),
+        "flip_calibrated_brier": float(np.average((cal_flip - yf) ** 2, weights=w)),  # cross-fitted
         "p_drop": regression_metrics(yd, oof_drop, w),
         "success": binary_metrics(ys, oof_succ, np.ones(len(ys))),
     }
