@@ -57,9 +57,10 @@ def _image(figs, name: str, alt: str) -> list[str]:
 
 
 def primary_section(r: dict | None, figs=()) -> list[str]:
-    if r is None:
+    if r is None:  # the figure then shows the first graph contrast
         return ["## Primary hypothesis", "", "This config declares no primary hypothesis: every row below is "
-                "exploratory.", ""]
+                "exploratory.", "", *_image(figs, "side_effect_vs_degree.png",
+                                             "side effect vs degree, the first graph contrast")]
     lines = ["## Primary hypothesis", ""]
     if r.get("statement"):
         lines += [f"*{r['statement']}*", ""]

@@ -94,3 +94,13 @@ def test_results_md_copy_refuses_foreign_files(tmp_path):
     (other.parent / "figures" / "x.png").write_bytes(b"mine")
     with pytest.raises(UserError, match="refusing to write figures"):
         check_destination(other, [])
+
+
+def test_results_md_shows_the_degree_figure_without_a_primary_hypothesis():
+    from kdel.sweep.results_md import primary_section
+
+    figs = ["figures/side_effect_vs_degree.png"]
+    lines = primary_section(None, figs)
+    assert "This config declares no primary hypothesis" in " ".join(lines)
+    assert any(ln.startswith("![") and "figures/side_effect_vs_degree.png" in ln for ln in lines)
+    assert not any(ln.startswith("![") for ln in primary_section(None, []))  # no figure drawn, no link
