@@ -51,7 +51,7 @@ def read_pairs(cases_csv: Path) -> list[dict]:
 
 
 def compare(pairs: list[dict], n_boot: int, seed: int) -> list[dict]:
-    from kdel.stats.bootstrap import cluster_weights, percentile_ci
+    from kdel.stats.bootstrap import cluster_weights, percentile_ci, weighted_mean
     from kdel.stats.multiple import holm
 
     rows = []
@@ -63,7 +63,7 @@ def compare(pairs: list[dict], n_boot: int, seed: int) -> list[dict]:
             rows.append({"metric": metric, "n": int(len(d)), "estimate": None})
             continue
         W = cluster_weights([f"{p['cell']}/{p['subject']}" for p in sub], n_boot, seed)
-        reps = (W @ d) / W.sum(axis=1)
+        reps = weighted_mean(W, d)
         lo, hi = percentile_ci(reps)
         p_two = float(min(1.0, 2 * min((reps <= 0).mean(), (reps >= 0).mean())))
         p_two = max(p_two, 1.0 / n_boot)  # resolution of the bootstrap: "p < 1/n_boot" when no replicate crosses 0

@@ -11,8 +11,8 @@ least predicted collateral by `objective`: "p_drop" (default) = the least predic
 expected flips; "flips" = the least expected flips, ties broken by the predicted mean p drop;
 "first_order_flips" / "first_order_p_drop" = the same from the first-order (κ) predictions of rank-one
 candidates (the learned ones for other methods; efficacy is always the learned model's); then higher
-efficacy. The default was chosen on the risk validation's fit seed only (docs/risk.md, "Plan benchmark"). When no candidate reaches the threshold, the one with the highest efficacy is chosen and the plan
-says so.
+efficacy. The default was chosen on the risk validation's fit seed only (docs/risk.md, "Plan benchmark").
+When no candidate reaches the threshold, the one with the highest efficacy is chosen and the plan says so.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from kdel.risk.names import RANK_ONE
 
 DEFAULT_METHODS = ("rome", "r-rome")
 MIN_SUCCESS = 0.5
+
+
 def _fo(c: dict, key: str, learned: str) -> float:
     """The first-order prediction where the candidate is rank-one, else the learned one."""
     v = c.get(key)
