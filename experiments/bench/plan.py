@@ -1,7 +1,7 @@
 """Plan benchmark: the measured collateral of `kdel plan`'s choice vs (a) the default method/site/layer and
 (b) the best candidate in hindsight (every candidate applied and audited), and the cost of planning.
 
-    PYTHONPATH=. python experiments/bench/plan.py --from runs/risk [--out runs/risk/plan_bench.json]
+    PYTHONPATH=. python experiments/bench/plan.py --from runs/risk [--out runs/risk/plan_bench.json] [--trials K]
 
 Reads the risk validation's directory (experiments/risk/run.py): its predictor fitted on seed 0 and its test
 audits (seeds 1 and 2, BA and ER), in which every target was deleted with every candidate (method × site ×
@@ -9,13 +9,16 @@ layer) and audited, so the measured outcome of any choice is a case file. For ea
   default    `kdel delete`'s default: rome, site subject_last, the middle layer (n_layers // 2);
   planned    kdel.risk.plan's choice, from predictions only (the audit's outcomes are not read), under each
              planning objective (kdel.risk.plan.OBJECTIVES) ranked from the same scored
-             candidates; the headline is `--objective` (the planner's default);
+             candidates, with no trial edit (`kdel plan --trials 0`);
+  trials     `kdel plan`'s default: the headline objective's ranking, then its first `--trials` candidates
+             applied as trial audit cases (kdel.risk.trial) and the least measured collateral among those that
+             erased; the trial measurements are checked against the audit's case files of the same candidates;
   hindsight  the successful, not wrecked candidate with the least measured collateral (the target's fewest
              other facts flipped, then the least mean p drop).
 Collateral: other facts flipped by the edit, and their mean p drop (the facts recalled before). Efficacy: the
 edit succeeded and did not wreck the model. Cost: planning one fact from scratch (the per-fact pass, the
-target's traces and keys, every candidate's predictions; key statistics cached, as for an edit) over one ROME
-edit at the default, timed in the same process.
+target's traces and keys, every candidate's predictions; key statistics cached, as for an edit), with and
+without the trials, over one ROME edit at the default, timed in the same process.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ def case_table(src) -> dict:
     return out
 
 
-def bench_audit(audit_dir: Path, rm, cache: Path, methods, sites, objective: str) -> list[dict]:
+def bench_audit(audit_dir: Path, rm, cache: Path, methods, sites, objective: str, trials: int) -> list[dict]:
     import torch
 
     from kdel.delete import DeletionRequest, EditContext, apply_deletion, get_method
@@ -52,6 +55,7 @@ def bench_audit(audit_dir: Path, rm, cache: Path, methods, sites, objective: str
     from kdel.risk.data import read_audit
     from kdel.risk.plan import OBJECTIVES, make_plan, rank
     from kdel.risk.stage import resolve_hparams
+    from kdel.risk.trial import PlanCases, run_trials
 
     src = read_audit(audit_dir)
     table = load_fact_table(kg=src.kg_dir)
@@ -70,6 +74,11 @@ def bench_audit(audit_dir: Path, rm, cache: Path, methods, sites, objective: str
                          objective=objective)
         plan_s = time.perf_counter() - t0
         t0 = time.perf_counter()
+        plan.update({"methods": list(methods), "sites": list(sites), "layers": layers})
+        tried = run_trials(PlanCases(model, tok, table, plan, hp_of, src.cases[0].spec.seed, cache, "cpu"),
+                           plan, trials)
+        trial_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
         handle, _ = apply_deletion(get_method("rome"), EditContext(model, tok, table, cache_dir=cache),
                                    DeletionRequest([table.fact(fid)], layer=default[2], site=default[1],
                                                    seed=src.cases[0].spec.seed))
@@ -79,9 +88,17 @@ def bench_audit(audit_dir: Path, rm, cache: Path, methods, sites, objective: str
         ok = [(v["flips"], v["p_drop"], k) for k, v in cands.items() if v["ok"]]
         hind = min(ok)[2] if ok else None
         chosen = {obj: rank(plan["candidates"], plan["efficacy_threshold"], obj)[1] for obj in OBJECTIVES}
+        chosen["trials"] = tried["chosen"]
+        agree = [(t["key"], t, measured.get((fid, *t["key"].split("/")[:2], int(t["key"].split("/")[2]))))
+                 for t in tried["trials"] if t["status"] == "ok"]
         rows.append({
-            "audit": audit_dir.name, "fact_id": fid, "subject": table.fact(fid).subject, "plan_s": plan_s, "edit_s": edit_s,
+            "audit": audit_dir.name, "fact_id": fid, "subject": table.fact(fid).subject, "plan_s": plan_s,
+            "trial_s": trial_s, "edit_s": edit_s,
             "planned": {obj: [c["method"], c["site"], c["layer"]] for obj, c in chosen.items()},
+            "trials": tried["trials"], "chosen_by": tried["chosen_by"],
+            "trial_vs_audit_max_abs_diff": {
+                "flips": max((abs(t["flips"] - a["flips"]) for _, t, a in agree if a), default=None),
+                "p_drop": max((abs(t["mean_p_drop"] - a["p_drop"]) for _, t, a in agree if a), default=None)},
             "planned_predicted_to_erase": plan["chosen_predicted_to_erase"],
             "default": list(default), "hindsight": list(hind) if hind else None,
             "candidates": [{k: c.get(k) for k in ("key", "p_success", "expected_flips", "mean_p_drop",
@@ -93,9 +110,10 @@ def bench_audit(audit_dir: Path, rm, cache: Path, methods, sites, objective: str
                            for obj, c in chosen.items()}},
         })
         ch = chosen[objective]
-        print(f"{audit_dir.name} fact {fid}: planned {ch['key']} {rows[-1]['outcome']['planned:' + objective]}, default "
-              f"{rows[-1]['outcome']['default']}, hindsight {hind} ({plan_s:.1f} s plan, {edit_s:.1f} s edit)",
-              flush=True)
+        print(f"{audit_dir.name} fact {fid}: planned {ch['key']} {rows[-1]['outcome']['planned:' + objective]}, "
+              f"with trials {chosen['trials']['key']} {rows[-1]['outcome']['planned:trials']}, default "
+              f"{rows[-1]['outcome']['default']}, hindsight {hind} ({plan_s:.1f} s plan, {trial_s:.1f} s trials, "
+              f"{edit_s:.1f} s edit)", flush=True)
         del ctx
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return rows
@@ -140,8 +158,9 @@ def summarise(rows: list[dict], objective: str) -> dict:
                                "planned_efficacy": float(np.mean([r["outcome"]["planned"]["ok"] for r in both])),
                                "excess_p_drop": pp / hp - 1 if hp > 0 else None,
                                "excess_p_drop_ci95": excess_ci(both)}
-    ratio = [r["plan_s"] / r["edit_s"] for r in rows]
-    out["plan_s"] = float(np.median([r["plan_s"] for r in rows]))
+    cost = [r["plan_s"] + (r.get("trial_s", 0.0) if objective == "trials" else 0.0) for r in rows]
+    ratio = [c / r["edit_s"] for c, r in zip(cost, rows)]
+    out["plan_s"] = float(np.median(cost))
     out["edit_s"] = float(np.median([r["edit_s"] for r in rows]))
     out["plan_over_edit_median"] = float(np.median(ratio))
     return out
@@ -177,8 +196,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="1,2")
     ap.add_argument("--methods", default="rome")
     ap.add_argument("--sites", default="subject_last,last")
-    ap.add_argument("--objective", default=None, help="the headline planning objective (default: the planner's); "
-                    "every objective is measured")
+    ap.add_argument("--objective", default=None, help="the planning objective of the trials' ranking (default: "
+                    "the planner's); every objective is also measured without trials")
+    ap.add_argument("--trials", type=int, default=None, help="trial edits per fact (default: the planner's)")
     args = ap.parse_args(argv)
     import torch
 
@@ -186,7 +206,10 @@ def main(argv=None) -> int:
     from kdel.risk.model import load_risk_model
     from kdel.risk.plan import DEFAULT_OBJECTIVE, OBJECTIVES, check_objective
 
+    from kdel.risk.trial import DEFAULT_TRIALS
+
     objective = check_objective(args.objective or DEFAULT_OBJECTIVE)
+    trials = DEFAULT_TRIALS if args.trials is None else args.trials
 
     t_all = time.perf_counter()
     rm = load_risk_model(args.src / "risk_model.json")
@@ -194,18 +217,20 @@ def main(argv=None) -> int:
     for seed in args.seeds.split(","):
         for topo in ("ba", "er"):
             rows += bench_audit(args.src / "audits" / f"{topo}-{seed}", rm, args.src / "cache",
-                                args.methods.split(","), args.sites.split(","), objective)
+                                args.methods.split(","), args.sites.split(","), objective, trials)
     parts = {"BA": [r for r in rows if r["audit"].startswith("ba")],
              "ER": [r for r in rows if r["audit"].startswith("er")], "both": rows}
-    summary = {k: {obj: summarise(rs, obj) for obj in OBJECTIVES} for k, rs in parts.items()}
+    choices = ["trials", *OBJECTIVES]
+    summary = {k: {obj: summarise(rs, obj) for obj in choices} for k, rs in parts.items()}
     from kdel.provenance import provenance
 
     out = args.out or args.src / "plan_bench.json"
     rec = {"command": "PYTHONPATH=. python experiments/bench/plan.py " + " ".join(argv or sys.argv[1:]),
-           "objective": objective, "summary": summary, "rows": rows, "wall_s": time.perf_counter() - t_all, "provenance": provenance("cpu")}
+           "objective": objective, "trials": trials, "summary": summary, "rows": rows, "wall_s": time.perf_counter() - t_all, "provenance": provenance("cpu")}
     out.write_text(json.dumps(rec, indent=2, default=float) + "\n")
-    md = "\n\n".join(f"Objective `{obj}`{' (headline)' if obj == objective else ''}:\n\n" + markdown(summary, obj)
-                       for obj in [objective, *[o for o in OBJECTIVES if o != objective]])
+    title = {"trials": f"`kdel plan` (objective `{objective}`, {trials} trial edits per fact)",
+             **{o: f"Objective `{o}`, prediction only (`--trials 0`)" for o in OBJECTIVES}}
+    md = "\n\n".join(f"{title[obj]}:\n\n" + markdown(summary, obj) for obj in choices)
     (out.with_suffix(".md")).write_text(md + "\n")
     print(md)
     print(f"wall {rec['wall_s'] / 60:.1f} min -> {out}")

@@ -1,5 +1,6 @@
-"""`kdel plan`: choose method × site × layer with the least predicted collateral among the candidates predicted
-to erase; `--apply --out EDITED` applies it and verifies it with a full audit case. The stage is
+"""`kdel plan`: rank method × site × layer by predicted collateral among the candidates predicted to erase,
+confirm the best few by trial edits (`--trials K`, reverted; 0: prediction only) and choose the least measured
+collateral; `--apply --out EDITED` applies the choice and verifies it with a full audit case. The stage is
 kdel.risk.planstage.run_plan; this module parses the flags and prints."""
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def plan_command(
     objective: Optional[str] = typer.Option(None, "--objective", help="Collateral to minimise: p_drop (predicted "
                                             "mean p drop, default), flips (expected flips), first_order_p_drop or "
                                             "first_order_flips (the kappa predictions of rank-one candidates)."),
+    trials: Optional[int] = typer.Option(None, "--trials", help="Trial-edit the K best-ranked candidates (each "
+                                         "audited, then reverted) and choose the least measured collateral among "
+                                         "those that erased (default 3; 0: choose from the predictions alone)."),
     apply: bool = typer.Option(False, "--apply", help="Apply the chosen candidate and verify it with an audit case."),
     out: Optional[Path] = typer.Option(None, "--out", help="With --apply: directory for the edited model."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the plan as JSON (kdel-plan/1)."),
@@ -61,8 +65,8 @@ def plan_command(
     seed: int = typer.Option(0, "--seed", help="Seed (edit texts, unrelated sample, tracing noise)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (default 1)."),
 ) -> None:
-    """Score every method × site × layer before editing and choose the least predicted collateral among those
-    predicted to erase."""
+    """Score every method × site × layer before editing, rank them by predicted collateral among those predicted
+    to erase, confirm the best --trials of them by reverted trial edits, and choose the least measured collateral."""
     from kdel.outputs import check_out_file
     from kdel.risk.planstage import PLAN_FORMAT, run_plan
     from kdel.risk.table import print_plan
@@ -75,11 +79,11 @@ def plan_command(
     plan = run_plan(model, kg=kg, facts=facts, corpus=corpus, fact_ids=fact, subject=subject,
                     methods=_list(methods, "--methods"), sites=_list(sites, "--sites"), layers=_layers(layers),
                     risk_model=risk_model, hparams=_hparams(hparams), apply=apply, out=out, min_success=min_success, cache_dir=cache_dir,
-                    device=device, seed=seed, objective=objective)
+                    device=device, seed=seed, objective=objective, trials=trials, progress=True)
     print_plan(plan)
     ch = plan["chosen"]
     note = "" if plan["chosen_predicted_to_erase"] else " (no candidate reaches the efficacy threshold: highest efficacy)"
-    typer.echo(f"chosen: {ch['key']}{note}")
+    typer.echo(f"chosen: {ch['key']} by {plan['chosen_by']}{note}")
     if "measured" in plan:
         m = plan["measured"]
         typer.echo(f"predicted: P(success) {ch['p_success']:.3f}, expected flips {ch['expected_flips']:.2f}, "

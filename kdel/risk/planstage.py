@@ -1,5 +1,6 @@
-"""The plan stage (`kdel plan`): score every candidate before editing, choose one, and with `apply` carry it out
-and verify it with a full audit case.
+"""The plan stage (`kdel plan`): score every candidate before editing, confirm the best-ranked few by trial edits
+(kdel.risk.trial; `trials=0`: prediction only), choose one, and with `apply` carry it out and verify it with a
+full audit case.
 
 Applying runs the chosen deletion as one audit case (kdel.audit.execute.CaseExecutor: the edit, one batched
 evaluation of every probe, the revert check) and saves the edited weights while the edit is applied, so the
@@ -38,7 +39,7 @@ def facts_for(table, fact_ids, subject: str | None) -> list[int]:
 def run_plan(model, *, kg=None, facts=None, corpus=None, fact_ids=(), subject: str | None = None,
              methods=None, sites=("subject_last", "last"), layers=None, risk_model=None, hparams=None,
              apply: bool = False, out=None, min_success: float | None = None, cache_dir=None, device: str = "cpu", seed: int = 0,
-             objective: str | None = None) -> dict:
+             objective: str | None = None, trials: int | None = None, progress: bool = False) -> dict:
     from kdel.delete.stage import default_cache_dir
     from kdel.facts import load_fact_table
     from kdel.models.loading import check_model_dir, load_model_for_table
@@ -56,6 +57,11 @@ def run_plan(model, *, kg=None, facts=None, corpus=None, fact_ids=(), subject: s
     if out is not None and not apply:
         raise UserError("--out goes with --apply")
     objective = check_objective(objective or DEFAULT_OBJECTIVE)
+    from kdel.risk.trial import DEFAULT_TRIALS, PlanCases, run_trials
+
+    trials = DEFAULT_TRIALS if trials is None else int(trials)
+    if trials < 0:
+        raise UserError(f"--trials must be >= 0, got {trials}")
     rm = load_risk_model(risk_model)
     methods = list(methods or DEFAULT_METHODS)
     for m in methods:
@@ -85,32 +91,28 @@ def run_plan(model, *, kg=None, facts=None, corpus=None, fact_ids=(), subject: s
     plan = make_plan(ctx, rm, ids, methods, sites, layers, hp_of, seed,
                      MIN_SUCCESS if min_success is None else min_success, objective=objective)
     plan.update({"format": PLAN_FORMAT, "model": str(Path(model).resolve()), "risk_model": str(Path(risk_model).resolve()),
-                 "methods": methods, "sites": list(sites), "layers": layers, "seed": seed, "hparams": hp_of})
+                 "methods": methods, "sites": list(sites), "layers": layers, "seed": seed, "hparams": hp_of,
+                 "trials_requested": trials})
+    cases = PlanCases(lm, tok, table, plan, hp_of, seed, cache, dev) if (trials or apply) else None
+    plan = run_trials(cases, plan, trials, progress=progress)
     if apply:
-        plan["measured"] = apply_plan(lm, tok, table, ctx, plan, Path(model), Path(out), cache, hp_of, seed, dev)
+        plan["measured"] = apply_plan(cases, plan, Path(model), Path(out))
     return plan
 
 
-def apply_plan(lm, tok, table, ctx, plan: dict, model_dir: Path, out: Path, cache, hp_of, seed: int, device) -> dict:
-    """Apply the chosen candidate as one audit case, write OUT, return the measured numbers."""
-    from kdel.audit.cases import AuditConfig, CaseSpec, case_id_for, popularity_bins
-    from kdel.audit.evaluate import BaseScores
+def apply_plan(cases, plan: dict, model_dir: Path, out: Path) -> dict:
+    """Apply the chosen candidate as one audit case (kdel.risk.trial.PlanCases), write OUT, return the measured
+    numbers."""
     from kdel.delete.stage import EDIT_FORMAT
     from kdel.io import atomic_write_json, staged_dir
     from kdel.models.loading import MODEL_META, save_model
     from kdel.models.scoring import score_targets
 
+    lm, tok, table, seed = cases.lm, cases.tok, cases.table, cases.seed
     ch = plan["chosen"]
     ids = plan["fact_ids"]
-    config = AuditConfig(methods=(ch["method"],), sites=(ch["site"],), layers=(ch["layer"],), seed=seed)
-    pool = table.unrelated_sample(config.unrelated_size, config.seed)
-    base = BaseScores.compute(lm, tok, table, pool)
-    hp = hp_of[ch["method"]]
-    sbins, obins = popularity_bins(table, config.n_bins)
-    spec = CaseSpec(case_id=case_id_for(ids, ch["method"], "erase", ch["layer"], ch["site"], hp, seed),
-                    fact_ids=ids, method=ch["method"], objective="erase", layer=ch["layer"], site=ch["site"],
-                    hparams=hp, seed=seed, tracing_effect=ch["tracing_effect"][0],
-                    subject_bin=int(sbins[ids[0]]), object_bin=int(obins[ids[0]]))
+    spec = cases.spec(ch)
+    hp = spec.hparams
     after: dict = {}
     with staged_dir(out) as staging:
 
@@ -120,7 +122,7 @@ def apply_plan(lm, tok, table, ctx, plan: dict, model_dir: Path, out: Path, cach
             after["p"] = [float(x) for x in s.prob]
             save_model(lm, tok, staging)
 
-        ex = SavingExecutor(lm, tok, table, config, base, cache, on_applied, device)
+        ex = SavingExecutor(lm, tok, table, cases.config, cases.base, cases.cache, on_applied, cases.device)
         rec = ex.run(spec)
         if rec.status != "ok":
             raise UserError(f"the chosen deletion failed: {rec.error}")

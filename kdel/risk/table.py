@@ -51,11 +51,16 @@ def print_plan(plan: dict, top: int = 20) -> None:
     con = _console()
     t = Table(title=f"candidates for fact(s) {', '.join(map(str, plan['fact_ids']))} "
                     f"(predicted to erase: P(success) >= {plan['efficacy_threshold']})", show_edge=False)
-    for col in ("", "method", "site", "layer", "P(success)", "expected flips", "mean p drop", "1st-order flips"):
+    for col in ("", "method", "site", "layer", "P(success)", "expected flips", "mean p drop", "1st-order flips",
+                "trial: erased, flips, mean p drop"):
         t.add_column(col)
     chosen = plan["chosen"]
+    tried = {tr["key"]: tr for tr in plan.get("trials") or []}
     for c in plan["candidates"][:top]:
         mark = "→" if chosen is not None and c["key"] == chosen["key"] else ""
+        tr = tried.get(c["key"])
+        trial = "" if tr is None else (f"{'yes' if tr['success'] else 'no'}{' (wrecked)' if tr['wrecked'] else ''}, "
+                                       f"{tr['flips']}, {tr['mean_p_drop']:.4f}" if tr["status"] == "ok" else "failed")
         t.add_row(mark, c["method"], c["site"], str(c["layer"]), _f(c["p_success"]), _f(c["expected_flips"], ".2f"),
-                  _f(c["mean_p_drop"], ".4f"), _f(c.get("first_order_flips"), ".0f"))
+                  _f(c["mean_p_drop"], ".4f"), _f(c.get("first_order_flips"), ".0f"), trial)
     con.print(t)

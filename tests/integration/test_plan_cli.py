@@ -18,7 +18,9 @@ def _run(capsys, args):
 
 @pytest.mark.slow
 def test_plan_apply_writes_the_edit_whose_audit_it_prints(trained_model_dir, tiny_kg_dir, tiny_kg, tmp_path, capsys):
-    """The printed measured numbers are re-measured on the written model, independently of the audit code."""
+    """Every candidate is tried (--trials 4); the choice is the least measured p drop among the trials that erased;
+    the printed measured numbers equal that trial's and are re-measured on the written model, independently of
+    the audit code."""
     from kdel.facts import FactTable
     from kdel.models.loading import load_model, load_model_for_table
     from kdel.models.scoring import score_targets
@@ -29,14 +31,20 @@ def test_plan_apply_writes_the_edit_whose_audit_it_prints(trained_model_dir, tin
     fid = 5
     code, cap = _run(capsys, ["plan", "--model", trained_model_dir, "--kg", tiny_kg_dir, "--fact", fid,
                               "--methods", "rome", "--sites", "last,subject_last", "--layers", "1,2",
-                              "--risk-model", model, "--min-success", 0.0, "--apply", "--out", out,
+                              "--risk-model", model, "--min-success", 0.0, "--apply", "--out", out, "--trials", 4,
                               "--cache-dir", tmp_path / "cache", "--json", tmp_path / "plan.json"])
     assert code == 0, cap.err
     plan = json.loads((out / "plan.json").read_text())
     assert plan["format"] == "kdel-plan/1" and len(plan["candidates"]) == 4
     assert plan == json.loads((tmp_path / "plan.json").read_text())
     ch = plan["chosen"]
-    assert f"chosen: {ch['key']}" in cap.out
+    assert f"chosen: {ch['key']} by " in cap.out
+    trials = {t["key"]: t for t in plan["trials"]}
+    assert set(trials) == {c["key"] for c in plan["candidates"]}
+    eligible = [t for t in trials.values() if t["eligible"]]
+    assert eligible, "no candidate erased fact 5: the test needs one that does"
+    assert ch["key"] == min(eligible, key=lambda t: (t["mean_p_drop"], t["flips"]))["key"]
+    assert plan["chosen_by"].startswith("trial") and plan["predicted_choice"] == plan["candidates"][0]["key"]
     m = re.search(r"measured:\s+erased (\d+)/1, flips (\d+), mean p drop (-?[\d.]+), global accuracy drop (-?[\d.]+)",
                   cap.out)
     assert m, cap.out
@@ -53,6 +61,9 @@ def test_plan_apply_writes_the_edit_whose_audit_it_prints(trained_model_dir, tin
     assert flips == int((others & ~after.recalled).sum())
     assert p_drop == pytest.approx(float((before.prob - after.prob)[others].mean()), abs=6e-4)
     assert acc_drop == pytest.approx(float(before.recalled.mean() - after.recalled.mean()), abs=6e-4)
+    t = trials[ch["key"]]  # the trial measured the same edit as the applied one
+    assert (flips, erased) == (t["flips"], int(t["success"]))
+    assert p_drop == pytest.approx(t["mean_p_drop"], abs=6e-5)
     edit = json.loads((out / "edit.json").read_text())
     assert edit["format"] == "kdel-edit/1" and edit["layer"] == ch["layer"] and edit["site"] == ch["site"]
     case = json.loads((out / "case.json").read_text())
@@ -65,7 +76,8 @@ def test_plan_bad_inputs_exit_2_with_one_line(trained_model_dir, tiny_kg_dir, tm
     for args, needle in ((["--fact", 1], "needs a fitted --risk-model"),
                          (["--fact", 1, "--risk-model", tmp_path / "none.json"], "does not exist"),
                          (["--fact", 1, "--subject", "x", "--risk-model", tmp_path / "m.json"], "not both"),
-                         (["--fact", 1, "--apply", "--risk-model", tmp_path / "m.json"], "--apply needs --out")):
+                         (["--fact", 1, "--apply", "--risk-model", tmp_path / "m.json"], "--apply needs --out"),
+                         (["--fact", 1, "--trials", -1, "--risk-model", tmp_path / "m.json"], "--trials must be >= 0")):
         if "m.json" in str(args[-1]) and not (tmp_path / "m.json").exists():
             from tests.unit.test_risk_model import planted_model
 
@@ -113,13 +125,14 @@ def test_plan_objective_orders_the_candidates_by_its_collateral(trained_model_di
     model = planted_model(tmp_path / "m.json")
     base = ["plan", "--model", trained_model_dir, "--kg", tiny_kg_dir, "--fact", 3, "--methods", "rome",
             "--sites", "last,subject_last", "--layers", "0,1,2", "--risk-model", model, "--min-success", 0.0,
-            "--cache-dir", tmp_path / "cache"]
+            "--cache-dir", tmp_path / "cache", "--trials", 0]
     plans = {}
     for obj in ("flips", "p_drop"):
         code, cap = _run(capsys, [*base, "--objective", obj, "--json", tmp_path / f"{obj}.json"])
         assert code == 0, cap.err
         plans[obj] = json.loads((tmp_path / f"{obj}.json").read_text())
-        assert plans[obj]["objective"] == obj and f"chosen: {plans[obj]['chosen']['key']}" in cap.out
+        assert plans[obj]["objective"] == obj and f"chosen: {plans[obj]['chosen']['key']} by prediction" in cap.out
+        assert plans[obj]["trials"] == [] and plans[obj]["chosen"] == plans[obj]["candidates"][0]
     by_key = {c["key"]: c for c in plans["flips"]["candidates"]}
     assert {c["key"]: c for c in plans["p_drop"]["candidates"]} == by_key  # the same scores, reordered
     flips = [(c["expected_flips"], c["mean_p_drop"]) for c in plans["flips"]["candidates"]]
