@@ -66,11 +66,12 @@ def compare(pairs: list[dict], n_boot: int, seed: int) -> list[dict]:
         reps = weighted_mean(W, d)
         lo, hi = percentile_ci(reps)
         p_two = float(min(1.0, 2 * min((reps <= 0).mean(), (reps >= 0).mean())))
-        p_two = max(p_two, 1.0 / n_boot)  # resolution of the bootstrap: "p < 1/n_boot" when no replicate crosses 0
+        floor = p_two < 1.0 / n_boot  # no replicate crosses 0: p is below the bootstrap's resolution 1/n_boot
+        p_two = max(p_two, 1.0 / n_boot)
         cells = sorted({p["cell"] for p in sub})
         per_cell = [float(np.mean([x for x, p in zip(d, sub) if p["cell"] == c])) for c in cells]
         rows.append({"metric": metric, "n": int(len(d)), "n_clusters": len({f"{p['cell']}/{p['subject']}" for p in sub}),
-                     "estimate": float(d.mean()), "lo": lo, "hi": hi, "p": p_two,
+                     "estimate": float(d.mean()), "lo": lo, "hi": hi, "p": p_two, "p_below_resolution": floor,
                      "alphaedit_larger": int((d > 0).sum()), "cells_positive": sum(x > 0 for x in per_cell),
                      "cells": len(cells)})
     tested = [r for r in rows if r["estimate"] is not None]
@@ -79,8 +80,9 @@ def compare(pairs: list[dict], n_boot: int, seed: int) -> list[dict]:
     return rows
 
 
-def _p(x: float) -> str:
-    return f"{x:.3f}" if x >= 0.001 else f"{x:.1e}"
+def _p(x: float, bound: str = "") -> str:
+    """`bound`: "<" or "≤" when x is the bootstrap's resolution (or a Holm value computed from one)."""
+    return bound + (f" {x:.3f}" if x >= 0.001 else f" {x:.0e}") if bound else (f"{x:.3f}" if x >= 0.001 else f"{x:.1e}")
 
 
 def markdown(title: str, rows: list[dict]) -> str:
@@ -92,7 +94,8 @@ def markdown(title: str, rows: list[dict]) -> str:
             lines.append(f"| {r['metric']} | {r['n']} | – | – | – | – | – |")
             continue
         lines.append(f"| {r['metric']} | {r['n']} | {f(r['estimate'])} [{f(r['lo'])}, {f(r['hi'])}] | "
-                     f"{_p(r['p'])} | {_p(r['holm_p'])} | {r['alphaedit_larger']} of {r['n']} | "
+                     f"{_p(r['p'], '<' if r['p_below_resolution'] else '')} | "
+                     f"{_p(r['holm_p'], '≤' if r['p_below_resolution'] else '')} | {r['alphaedit_larger']} of {r['n']} | "
                      f"{r['cells_positive']} of {r['cells']} |")
     return "\n".join(lines)
 

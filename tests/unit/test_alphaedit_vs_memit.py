@@ -45,6 +45,10 @@ def test_paired_differences_recover_a_planted_shift(tmp_path, capsys):
     assert abs(res["kl_mean"]["estimate"]) < 1e-12 and res["kl_mean"]["holm_p"] == 1.0  # no difference planted
     assert u["holm_p"] < 0.05 and u["n_clusters"] == 12  # 4 subjects x 3 cells
     assert res["same_object"]["estimate"] is None  # no rows of that group
+    # every replicate is above 0: p is only known to be below the bootstrap's resolution, and printed so
+    assert u["p_below_resolution"] and not res["kl_mean"]["p_below_resolution"]
+    line = next(ln for ln in mod.markdown("t", list(res.values())).splitlines() if ln.startswith("| unrelated |"))
+    assert "| < 0.002 | ≤ 0.008 |" in line, line
     assert mod.main(["--sweep", str(tmp_path), "--n-boot", "200"]) == 0
     assert "Targets both methods edited successfully" in capsys.readouterr().out
     assert mod.main(["--sweep", str(tmp_path / "none")]) == 2
