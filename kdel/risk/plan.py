@@ -13,6 +13,7 @@ expected flips; "flips" = the least expected flips, ties broken by the predicted
 candidates (the learned ones for other methods; efficacy is always the learned model's); then higher
 efficacy. The default was chosen on the risk validation's fit seed only (docs/risk.md, "Plan benchmark").
 When no candidate reaches the threshold, the one with the highest efficacy is chosen and the plan says so.
+`kdel plan` then tries the first candidates of this order by default (kdel.risk.trial).
 """
 
 from __future__ import annotations
