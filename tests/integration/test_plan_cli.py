@@ -148,3 +148,37 @@ def test_plan_objective_orders_the_candidates_by_its_collateral(trained_model_di
     code, cap = _run(capsys, [*base, "--objective", "fewest"])
     errors = [ln for ln in cap.err.splitlines() if ln.startswith("kdel: error:")]
     assert code == 2 and len(errors) == 1 and "unknown --objective 'fewest'" in errors[0], cap.err
+
+
+@pytest.mark.slow
+def test_plan_with_trials_on_a_model_kdel_did_not_train(tmp_path, monkeypatch, capsys):
+    """A Llama-family model from a directory with a facts file and a corpus: the trials run as audit cases on it
+    (each revert is checked by the audit executor, tests/unit/test_plan_trials.py), the choice follows the rule,
+    and the model directory is left untouched."""
+    from pathlib import Path
+
+    from tests import fixtures_real as fr
+    from tests.unit.test_risk_model import planted_model
+
+    cache = Path(__file__).resolve().parents[2] / ".pytest_cache" / "kdel-real-models"
+    cache.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("KDEL_CACHE_DIR", str(tmp_path / "cache"))
+    model = fr.cached_real_model("llama", cache).path
+    before = {p.name: p.read_bytes() for p in Path(model).iterdir() if p.is_file()}
+    facts = fr.write_facts(tmp_path / "facts.jsonl", fr.fact_rows())
+    corpus = fr.write_corpus(tmp_path / "corpus.txt")
+    code, cap = _run(capsys, ["plan", "--model", model, "--facts", facts, "--corpus", corpus, "--subject", "Maria Lopez",
+                              "--methods", "rome", "--sites", "last,subject_last", "--layers", "1,2",
+                              "--risk-model", planted_model(tmp_path / "m.json"), "--min-success", 0.0,
+                              "--trials", 2, "--json", tmp_path / "plan.json"])
+    assert code == 0, cap.err
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert len(plan["fact_ids"]) == 2 and len(plan["trials"]) == 2
+    assert [t["key"] for t in plan["trials"]] == [c["key"] for c in plan["candidates"][:2]]
+    assert all(t["status"] == "ok" for t in plan["trials"]), plan["trials"]
+    eligible = [t for t in plan["trials"] if t["eligible"]]
+    if eligible:
+        assert plan["chosen"]["key"] == min(eligible, key=lambda t: (t["mean_p_drop"], t["flips"]))["key"]
+    else:
+        assert plan["chosen"]["key"] == plan["candidates"][0]["key"] and plan["chosen_by"].startswith("prediction")
+    assert {p.name: p.read_bytes() for p in Path(model).iterdir() if p.is_file()} == before
