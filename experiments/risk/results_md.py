@@ -113,7 +113,20 @@ def write_results(path: Path, rec: dict, figures: dict) -> None:
         dst = fig_dir / Path(src).name
         shutil.copyfile(src, dst)
         L += ["", f"![{name}](figures/{dst.name})"]
-    L += ["", "## Stage wall times (s)", "", "| cell | KG | train | audit |", "|---|---|---|---|"]
+    L += ["", "## Stage times (s)", "",
+          "This invocation's own stage times (a stage already finished in the output directory is not rerun: "
+          "n/a), and the times the cells' artifacts recorded when they were made (training: train_report.json; "
+          "audit: the wall time of the invocation that finished it, and the sum of its cases' times, which "
+          "counts every case once whichever invocation ran it).", "",
+          "| cell | KG (this run) | train (this run) | audit (this run) | train (recorded) | audit wall (recorded) | "
+          "audit cases, summed (recorded) |", "|---|---|---|---|---|---|---|"]
+    recorded = rec.get("recorded_timings") or {}
     for cell, tt in sorted(rec["stage_timings"].items()):
-        L.append(f"| {cell} | {_f(tt.get('kg_s'), '.0f')} | {_f(tt.get('train_s'), '.0f')} | {_f(tt.get('audit_s'), '.0f')} |")
+        r = recorded.get(cell, {})
+        L.append(f"| {cell} | {_f(tt.get('kg_s'), '.0f')} | {_f(tt.get('train_s'), '.0f')} | {_f(tt.get('audit_s'), '.0f')} "
+                 f"| {_f(r.get('train_s'), '.0f')} | {_f(r.get('audit_wall_s'), '.0f')} | {_f(r.get('audit_cases_s'), '.0f')} |")
+    if recorded:
+        tot = lambda k: sum(v.get(k, 0.0) for v in recorded.values())  # noqa: E731
+        L += ["", f"Recorded totals: training {tot('train_s') / 60:.1f} min, audits {tot('audit_wall_s') / 60:.1f} min "
+                  f"of wall time ({tot('audit_cases_s') / 60:.1f} min of case time, summed over the workers)."]
     path.write_text("\n".join(L) + "\n", encoding="utf-8")

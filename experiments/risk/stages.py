@@ -73,6 +73,32 @@ def build_models(out: Path, s: Settings) -> None:
             s.timings.update(res)
 
 
+def recorded_timings(out: Path, s: Settings) -> dict:
+    """Per cell, the times its artifacts recorded when they were made, whichever invocation made them (a resumed
+    run skips finished stages, so this invocation's own timings miss them): training seconds
+    (train_report.json), the audit's wall time (summary.json; of the invocation that finished it) and the sum of
+    its cases' times (every case records its own, across invocations)."""
+    import json
+
+    out_ = {}
+    for seed in s.seeds:
+        for t in s.topologies:
+            name = cell_name(t, seed)
+            rec = {}
+            try:
+                rec["train_s"] = float(json.loads((out / "models" / name / "train_report.json").read_text())["seconds"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            try:
+                timing = json.loads((out / "audits" / name / "summary.json").read_text())["timing"]
+                rec["audit_wall_s"] = float(timing["run_wall_s"])
+                rec["audit_cases_s"] = float(timing["total_case_s"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            out_[name] = rec
+    return out_
+
+
 def run_audits(out: Path, s: Settings) -> None:
     from kdel.audit import AuditConfig, run_audit
     from kdel.facts import load_fact_table

@@ -31,3 +31,22 @@ def test_holm_over_every_slice_label_and_baseline():
     # increasing), put back in the input order
     assert got == pytest.approx([0.005, 0.08, 0.04, 0.5, 0.06])
     assert results["ba"]["flipped"]["kappa"]["difference"]["p_holm"] is None
+
+
+def test_recorded_timings_come_from_each_cells_artifacts(tmp_path):
+    """A resumed run reports the times its finished stages recorded; a cell without artifacts has none."""
+    import json
+
+    from experiments.risk.stages import Settings, recorded_timings
+
+    s = Settings(seeds=(0, 1))
+    (tmp_path / "models" / "ba-0").mkdir(parents=True)
+    (tmp_path / "models" / "ba-0" / "train_report.json").write_text(json.dumps({"seconds": 12.5}))
+    (tmp_path / "audits" / "ba-0").mkdir(parents=True)
+    (tmp_path / "audits" / "ba-0" / "summary.json").write_text(
+        json.dumps({"timing": {"run_wall_s": 30.0, "total_case_s": 55.0}}))
+    (tmp_path / "audits" / "er-0").mkdir(parents=True)
+    (tmp_path / "audits" / "er-0" / "summary.json").write_text("{not json")
+    got = recorded_timings(tmp_path, s)
+    assert got["ba-0"] == {"train_s": 12.5, "audit_wall_s": 30.0, "audit_cases_s": 55.0}
+    assert got["er-0"] == {} and got["ba-1"] == {} and set(got) == {"ba-0", "er-0", "ba-1", "er-1"}
