@@ -143,9 +143,10 @@ def main() -> None:
         res["max_abs_diff_float64"] = _max_diff(trace_many(m64, tok, check, table, loop_cfg),
                                                 trace_many(m64, tok, check, table, fast_cfg))
         model.float()
-    from kdel.trace.engine import _MIN_TOKENS
+    from kdel.models.adapter import ModelAdapter
+    from kdel.trace.engine import min_tokens_for
 
-    res["batch_min_tokens_measured"] = list(_MIN_TOKENS.values())
+    res["batch_min_tokens"] = min_tokens_for(ModelAdapter(model, tok))
     if args.profile:
         res["profile"] = profile(model, tok, timed_facts, table, fast_cfg)
     if args.peaks_n:

@@ -15,8 +15,9 @@ For a site whose first patched layer is l0 and whose positions are P (pmin = min
 - *skip*: sites that provably cannot change the last position's logits get the base run's value.
 - *batch*: sites of every fact with the same l0 and number of positions |P| share batches; a batch computes
   the same number n of positions for every row (rows needing fewer recompute some base positions unchanged),
-  and is filled up to a measured minimum size (a block call has a fixed cost: `calibrate_min_tokens`) and at
-  most a memory budget. Facts' prompts may differ in length: each row gets its own position ids, rotary
+  and is filled up to a minimum size (a block call has a fixed cost: `min_tokens_for`, a fixed function of
+  the block's size, never of timings, so that the batches and hence the last bits of every result are the
+  same on every run) and at most a memory budget. Facts' prompts may differ in length: each row gets its own position ids, rotary
   embeddings, cached prefix (left-padded) and attention mask. Every cached tensor comes from the shared
   recordings of `build_setups`.
 """
@@ -288,47 +289,28 @@ def _batches(items: list[_Item], rows_of, min_tokens: int, max_tokens: int) -> l
     return out
 
 
-_MIN_TOKENS: dict = {}
+MIN_TOKENS_BUDGET = {"cpu": 2.0e8, "cuda": 4.0e9}  # block parameters x row-positions per call
 
 
-def calibrate_min_tokens(setup: TraceSetup) -> int:
-    """Row-positions per block call at which the call's fixed cost (reading the weights, Python) is at most
-    ~1/8 of it: 8 c0 / c1, measured on block 0 (c0 + c1 * m seconds for m one-position rows). Cached per model."""
-    import time
+def min_tokens_for(adapter) -> int:
+    """Row-positions per block call below which its fixed cost (Python, reading the weights) dominates: a budget
+    of parameters x row-positions per call (CPU 2e8: ~1,000 positions for the 4-layer toy model's 0.2M-parameter
+    block, 16-32 for a 7M-parameter block; CUDA, where launches cost more, 20x that), as a power of two in
+    [16, 2048]. Deliberately not measured: a batch size chosen from timings changes with the machine's load, and
+    with it the rounding of the results (issue 18's first calibration did; the audits' results then differed in
+    their last bits between runs)."""
+    import math
 
-    adapter = setup.adapter
-    key = (id(adapter.model), str(adapter.device), setup.base_run.block_inputs[0].dtype)
-    if key in _MIN_TOKENS:
-        return _MIN_TOKENS[key]
-    block = adapter.layer(0)
-    times = {}
-    for m in (8, 128):
-        h = setup.base_run.block_inputs[0][:1, :1].expand(m, 1, -1).contiguous()
-        kv = tuple(x[:1, :, :1].expand(m, -1, -1, -1).contiguous() for x in setup.base_run.kv[0])
-        call = call_kwargs(setup.base_run.block_call, torch.zeros((m, 1), dtype=torch.long, device=h.device),
-                           causal_mask(0, 1, h.dtype, h.device))
-        call[cache_name(block)] = FixedKV(*kv)
-        best = float("inf")
-        sync = torch.cuda.synchronize if h.device.type == "cuda" else (lambda: None)
-        with torch.no_grad():
-            for _ in range(3):
-                sync()
-                t = time.perf_counter()
-                block(h, **call)
-                sync()
-                best = min(best, time.perf_counter() - t)
-        times[m] = best
-    c1 = max((times[128] - times[8]) / 120, 1e-9)
-    c0 = max(times[8] - 8 * c1, 0.0)
-    _MIN_TOKENS[key] = int(min(2048, max(16, 8 * c0 / c1)))
-    return _MIN_TOKENS[key]
+    params = sum(p.numel() for p in adapter.layer(0).parameters())
+    budget = MIN_TOKENS_BUDGET["cuda" if adapter.device.type == "cuda" else "cpu"]
+    return int(min(2048, max(16, 2 ** round(math.log2(max(budget / max(params, 1), 1.0))))))
 
 
 def run_sites(setups: list[TraceSetup], sites: list[list[Site]], budget_bytes: float = 1.5e8,
               max_tokens: int | None = None, min_tokens: int | None = None) -> list[list[dict[str, float]]]:
     """Metric values of `sites[j]` for fact `setups[j]` (all setups from one `build_setups` call), equal to the
     per-site loop's. Batches hold at most `max_tokens` row-positions (default: from a memory budget) and are
-    merged up to `min_tokens` (default: measured, `calibrate_min_tokens`)."""
+    merged up to `min_tokens` (default: `min_tokens_for`)."""
     results: list[list[dict | None]] = [[None] * len(s) for s in sites]
     groups: dict[tuple[int, int], list[_Item]] = defaultdict(list)
     for j, (setup, ss) in enumerate(zip(setups, sites)):
@@ -342,7 +324,7 @@ def run_sites(setups: list[TraceSetup], sites: list[list[Site]], budget_bytes: f
     if not groups:
         return results  # type: ignore[return-value]
     max_tokens = max_tokens or _token_budget(setups[0], budget_bytes)
-    min_tokens = min(max_tokens, min_tokens or calibrate_min_tokens(setups[0]))
+    min_tokens = min(max_tokens, min_tokens or min_tokens_for(setups[0].adapter))
     prefix_cache: dict = {}
     for (l0, npos), items in sorted(groups.items()):
         for n, part in _batches(items, lambda it: setups[it.job].n_rows, min_tokens, max_tokens):

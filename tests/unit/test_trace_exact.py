@@ -48,7 +48,7 @@ def test_many_facts_equal_loop(random_model, family, direction, corruption, monk
     model, tok = random_model(family)
     model.double()
     if family == "llama":  # merge every batch up to one per layer (padded prefixes of different lengths)
-        monkeypatch.setattr(engine, "calibrate_min_tokens", lambda setup: 10**6)
+        monkeypatch.setattr(engine, "min_tokens_for", lambda adapter: 10**6)
     fast, slow = _both(model, tok, corruption=corruption, direction=direction, noise_samples=3, window=2)
     assert [t.fact_id for t in fast] == [0, 1, 2, 3]
     assert len({len(t.tokens) for t in fast}) == 4  # four prompt lengths in one batch
@@ -145,3 +145,29 @@ def test_float32_close_to_loop(trained_model_dir, tiny_kg_dir):
     slow = trace_many(model, tok, facts, table, TraceConfig(noise_samples=4, batched=False))
     assert max(_max_diff(a, b) for a, b in zip(fast, slow)) < 1e-4
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_the_batches_and_so_the_results_never_depend_on_timings(random_model, monkeypatch):
+    """The batch size is a fixed function of the block's size: a tracer that timed itself to size its batches
+    gave results whose last bits changed with the machine's load (two runs of one audit then differed). With
+    every clock raising, the tracer still runs and gives bit-identical results twice."""
+    import time
+
+    import kdel.trace.engine as engine
+
+    def no_clock():
+        raise AssertionError("the tracer read a clock")
+
+    model, tok = random_model("gpt2")  # built (and its lazy imports done) before the clocks go
+    cfg = TraceConfig(noise_samples=3)
+    monkeypatch.setattr(time, "perf_counter", no_clock)
+    monkeypatch.setattr(time, "time", no_clock)
+    first = trace_many(model, tok, FACTS, TABLE, cfg)
+    again = trace_many(model, tok, FACTS, TABLE, cfg)
+    for a, b in zip(first, again):
+        for c in a.patched:
+            for m in a.patched[c]:
+                assert np.array_equal(a.patched[c][m], b.patched[c][m], equal_nan=True)
+    adapter = ModelAdapter(model, tok)
+    n = engine.min_tokens_for(adapter)
+    assert 16 <= n <= 2048 and n & (n - 1) == 0 and n == engine.min_tokens_for(adapter)
