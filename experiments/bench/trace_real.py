@@ -49,8 +49,12 @@ def worker(n_facts: int, full: bool) -> dict:
     else:
         from kdel.models.adapter import ModelAdapter
         from kdel.trace.corrupt import gn_corruption
-        from kdel.trace.dispatch import patched_metrics
         from kdel.trace.patch import Site, build_setup
+
+        try:
+            from kdel.trace.dispatch import patched_metrics
+        except ImportError:  # older code (the usual "before" refs): patched_metrics lived in kdel.trace.patch
+            from kdel.trace.patch import patched_metrics
 
         def subject_last_sites():
             adapter = ModelAdapter(model, tok)

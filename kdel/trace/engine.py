@@ -289,21 +289,20 @@ def _batches(items: list[_Item], rows_of, min_tokens: int, max_tokens: int) -> l
     return out
 
 
-MIN_TOKENS_BUDGET = {"cpu": 2.0e8, "cuda": 4.0e9}  # block parameters x row-positions per call
+MIN_TOKENS = {"cpu": (80, 1.5e8), "cuda": (1600, 3.0e9)}  # (a, b): a + b / (parameters of one block)
 
 
 def min_tokens_for(adapter) -> int:
-    """Row-positions per block call below which its fixed cost (Python, reading the weights) dominates: a budget
-    of parameters x row-positions per call (CPU 2e8: ~1,000 positions for the 4-layer toy model's 0.2M-parameter
-    block, 16-32 for a 7M-parameter block; CUDA, where launches cost more, 20x that), as a power of two in
-    [16, 2048]. Deliberately not measured: a batch size chosen from timings changes with the machine's load, and
-    with it the rounding of the results (issue 18's first calibration did; the audits' results then differed in
-    their last bits between runs)."""
-    import math
-
+    """Row-positions per block call below which the call's fixed cost dominates, a + b / P for a block of P
+    parameters, in [16, 2048]. The fixed cost has a constant part (Python, kernel launches) and a part that grows
+    with P (reading the weights), while the per-row-position cost grows with P: (a, b) on CPU reproduce what
+    timing two calls of block 0 gave on an idle machine (~840 row-positions for the toy model's 0.2M-parameter
+    block, ~100 for the real-shape Llama's 7M); CUDA 20x. Deliberately not measured at run time: a size chosen
+    from timings changes with the machine's load, and with it the batches and the rounding of the results (the
+    first version did; a 2-worker and a 1-process audit then differed in their last digits)."""
     params = sum(p.numel() for p in adapter.layer(0).parameters())
-    budget = MIN_TOKENS_BUDGET["cuda" if adapter.device.type == "cuda" else "cpu"]
-    return int(min(2048, max(16, 2 ** round(math.log2(max(budget / max(params, 1), 1.0))))))
+    a, b = MIN_TOKENS["cuda" if adapter.device.type == "cuda" else "cpu"]
+    return int(min(2048, max(16, a + b / max(params, 1))))
 
 
 def run_sites(setups: list[TraceSetup], sites: list[list[Site]], budget_bytes: float = 1.5e8,

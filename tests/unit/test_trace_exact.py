@@ -170,4 +170,4 @@ def test_the_batches_and_so_the_results_never_depend_on_timings(random_model, mo
                 assert np.array_equal(a.patched[c][m], b.patched[c][m], equal_nan=True)
     adapter = ModelAdapter(model, tok)
     n = engine.min_tokens_for(adapter)
-    assert 16 <= n <= 2048 and n & (n - 1) == 0 and n == engine.min_tokens_for(adapter)
+    assert 16 <= n <= 2048 and n == engine.min_tokens_for(adapter)
