@@ -139,7 +139,7 @@ def trials_by_k(rows: list[dict], objective: str) -> list[dict]:
     of the same candidate: checked per run in `trial_vs_audit_max_abs_diff`): mean p drop over hindsight-best
     [95% CI] and efficacy per K, for choosing K on the fit seed."""
     from kdel.risk.plan import rank
-    from kdel.risk.trial import MEASURED_ORDER
+    from kdel.risk.trial import best_trial
 
     out = []
     n_cand = max(len(r["candidates"]) for r in rows)
@@ -148,10 +148,10 @@ def trials_by_k(rows: list[dict], objective: str) -> list[dict]:
         sim = []
         for r in both:
             order = rank(r["candidates"], 0.5, objective)[0]  # the bench's planner threshold (kdel plan's default)
-            tried = [{"key": c["key"], **r["measured"][c["key"]]} for c in order[:k] if c["key"] in r["measured"]]
-            ok = [t for t in tried if t["ok"]]
-            key = (min(ok, key=lambda t: MEASURED_ORDER[objective]({"mean_p_drop": t["p_drop"], "flips": t["flips"]}))
-                   ["key"] if ok else order[0]["key"])
+            tried = [{"key": c["key"], "eligible": m["ok"], "flips": m["flips"], "mean_p_drop": m["p_drop"]}
+                     for c in order[:k] if (m := r["measured"].get(c["key"])) is not None]
+            best = best_trial(tried, objective)
+            key = best["key"] if best else order[0]["key"]
             sim.append({**r, "outcome": {**r["outcome"], "planned": r["measured"].get(key)}})
         sim = [r for r in sim if r["outcome"]["planned"] is not None]
         pp = float(np.mean([r["outcome"]["planned"]["p_drop"] for r in sim]))
@@ -232,7 +232,6 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from kdel.risk.model import load_risk_model
     from kdel.risk.plan import DEFAULT_OBJECTIVE, OBJECTIVES, check_objective
-
     from kdel.risk.trial import DEFAULT_TRIALS
 
     objective = check_objective(args.objective or DEFAULT_OBJECTIVE)
@@ -254,7 +253,8 @@ def main(argv=None) -> int:
 
     out = args.out or args.src / "plan_bench.json"
     rec = {"command": "PYTHONPATH=. python experiments/bench/plan.py " + " ".join(argv or sys.argv[1:]),
-           "objective": objective, "trials": trials, "summary": summary, "trials_by_k": by_k, "rows": rows, "wall_s": time.perf_counter() - t_all, "provenance": provenance("cpu")}
+           "objective": objective, "trials": trials, "summary": summary, "trials_by_k": by_k, "rows": rows,
+           "wall_s": time.perf_counter() - t_all, "provenance": provenance("cpu")}
     out.write_text(json.dumps(rec, indent=2, default=float) + "\n")
     title = {"trials": f"`kdel plan` (objective `{objective}`, {trials} trial edits per fact)",
              **{o: f"Objective `{o}`, prediction only (`--trials 0`)" for o in OBJECTIVES}}

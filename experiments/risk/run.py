@@ -101,7 +101,8 @@ def main(argv=None) -> int:
     record = {
         "command": "PYTHONPATH=. python experiments/risk/run.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "settings": {k: v for k, v in s.__dict__.items() if k != "timings"},
-        "stage_timings": s.timings, "recorded_timings": recorded_timings(out, s), "wall": wall, "cv": cv, "test": results, "n_comparisons": n_comparisons,
+        "stage_timings": s.timings, "recorded_timings": recorded_timings(out, s), "wall": wall, "cv": cv,
+        "test": results, "n_comparisons": n_comparisons,
         "train_audits": [str(p) for p in train], "test_seeds": test_seeds,
         "model": model.training, "provenance": provenance("cpu"),
     }

@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import time
 
+from kdel.errors import UserError
+
 DEFAULT_TRIALS = 3
 
-MEASURED_ORDER = {  # sort key of a trial's measured numbers, per planning objective
+MEASURED_ORDER = {  # sort key of a trial's measured numbers; first_order_* objectives order as their base
     "p_drop": lambda m: (m["mean_p_drop"], m["flips"]),
     "flips": lambda m: (m["flips"], m["mean_p_drop"]),
-    "first_order_p_drop": lambda m: (m["mean_p_drop"], m["flips"]),
-    "first_order_flips": lambda m: (m["flips"], m["mean_p_drop"]),
 }
+
+
+def best_trial(trials: list[dict], objective: str) -> dict | None:
+    """The eligible trial (erased, did not wreck) with the least measured collateral by `objective`, or None."""
+    eligible = [t for t in trials if t["eligible"]]
+    return min(eligible, key=MEASURED_ORDER[objective.removeprefix("first_order_")]) if eligible else None
 
 
 class PlanCases:
@@ -83,8 +89,6 @@ def run_trials(cases: PlanCases, plan: dict, k: int, progress: bool = False) -> 
         t0 = time.perf_counter()
         rec = ex.run(cases.spec(cand))
         if rec.status == "ok" and rec.revert_verified is False:
-            from kdel.errors import UserError
-
             raise UserError(f"trial of {cand['key']}: the edit could not be reverted exactly; nothing was written")
         trials.append({"key": cand["key"], **trial_numbers(rec), "seconds": time.perf_counter() - t0})
         if progress:
@@ -92,13 +96,11 @@ def run_trials(cases: PlanCases, plan: dict, k: int, progress: bool = False) -> 
             print(f"trial {len(trials)}/{k} {cand['key']}: " + (
                 f"erased {'yes' if t.get('success') else 'no'}, flips {t['flips']}, mean p drop {t['mean_p_drop']:.4f}"
                 if t["status"] == "ok" else f"failed ({t['error']})"), flush=True)
-    order = MEASURED_ORDER[plan["objective"]]
-    eligible = [t for t in trials if t["eligible"]]
+    best = best_trial(trials, plan["objective"])
     out = {**plan, "trials": trials, "predicted_choice": plan["chosen"]["key"] if plan["chosen"] else None}
-    if not eligible:
+    if best is None:
         out["chosen_by"] = "prediction (no trial erased without wrecking the model)"
         return out
-    best = min(eligible, key=order)
     out["chosen"] = next(c for c in plan["candidates"] if c["key"] == best["key"])
     out["chosen_by"] = f"trial (least measured {plan['objective'].removeprefix('first_order_')} of {len(trials)})"
     return out

@@ -17,8 +17,8 @@ For a site whose first patched layer is l0 and whose positions are P (pmin = min
   the same number n of positions for every row (rows needing fewer recompute some base positions unchanged),
   and is filled up to a minimum size (a block call has a fixed cost: `min_tokens_for`, a fixed function of
   the block's size, never of timings, so that the batches and hence the last bits of every result are the
-  same on every run) and at most a memory budget. Facts' prompts may differ in length: each row gets its own position ids, rotary
-  embeddings, cached prefix (left-padded) and attention mask. Every cached tensor comes from the shared
+  same on every run) and at most a memory budget. Facts' prompts may differ in length: each row gets its own
+  position ids, rotary embeddings, cached prefix (left-padded) and attention mask. Every cached tensor comes from the shared
   recordings of `build_setups`.
 """
 
