@@ -92,3 +92,33 @@ def run_with(pythonpath: Path, args: list[str]) -> str:
     """Run this benchmark's worker mode with another kdel on the path; its stdout."""
     env = {**os.environ, "PYTHONPATH": str(pythonpath)}
     return subprocess.run([sys.executable, *args], env=env, check=True, capture_output=True, text=True).stdout
+
+
+class LinearFlops:
+    """Counts the multiply-add FLOPs (2 x rows x in x out) of every nn.Linear call of `model` while active:
+    the bulk of a transformer's arithmetic (attention scores and norms are not counted), free of load."""
+
+    def __init__(self, model):
+        self.flops = 0
+        self._handles = [m.register_forward_pre_hook(self._count) for m in model.modules()
+                         if isinstance(m, torch.nn.Linear)]
+
+    def _count(self, m, args):
+        self.flops += 2 * (args[0].numel() // m.in_features) * m.in_features * m.out_features
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def gemm_peak_gflops(d: int = 768, d_ff: int = 2048, rows: int = 512, reps: int = 20) -> float:
+    """The single-thread float32 matrix-multiply rate on this machine (best of 3 x `reps`), GFLOP/s: the
+    ceiling for any exact implementation that does the same arithmetic."""
+    a, w = torch.randn(rows, d), torch.randn(d_ff, d)
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            torch.nn.functional.linear(a, w)
+        best = max(best, 2 * rows * d * d_ff * reps / (time.perf_counter() - t) / 1e9)
+    return best

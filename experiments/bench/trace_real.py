@@ -7,7 +7,10 @@ trace_common.REAL_SHAPE); prompts are short real-style facts (7-9 tokens). Two m
   restrict positions in `trace_fact`; it is timed both ways: its whole MLP map (what the audit computed), and
   `patched_metrics` on exactly those L sites (the least its API allows).
 "Before" runs the packages of git ref `--before` (default: the branch point from main) in a subprocess. Besides
-CPU seconds, the work is counted free of machine load: block calls and row-positions through the blocks.
+CPU seconds, the work is counted free of machine load: block calls, row-positions through the blocks and the
+FLOPs of every linear layer. With the single-thread matrix-multiply rate measured in the same process, the
+FLOPs give the least CPU time any exact implementation of the same arithmetic could take, hence a bound on
+the speed-up over the old code (`speedup_bound_at_gemm_peak`).
 
     python experiments/bench/trace_real.py [--facts 3] [--before REF] [--out real.json]
 """
@@ -23,7 +26,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trace_common import ROOT, checkout, load, real_facts, real_shape_model, run_with, timed  # noqa: E402
+from trace_common import (  # noqa: E402
+    ROOT,
+    LinearFlops,
+    checkout,
+    gemm_peak_gflops,
+    load,
+    real_facts,
+    real_shape_model,
+    run_with,
+    timed,
+)
 
 
 def worker(n_facts: int, full: bool) -> dict:
@@ -79,12 +92,17 @@ def worker(n_facts: int, full: bool) -> dict:
 
     for layer in model.model.layers:
         layer.register_forward_pre_hook(count, with_kwargs=True)
+    flops = LinearFlops(model)
     for name, fn in runs.items():
         work.update(calls=0, tokens=0)
+        flops.flops = 0
         _, wall, cpu = timed(fn)
         res[name] = {"cpu_s_per_fact": cpu / len(facts), "wall_s_per_fact": wall / len(facts),
                      "block_calls_per_fact": work["calls"] / len(facts),
-                     "block_tokens_per_fact": work["tokens"] / len(facts)}
+                     "block_tokens_per_fact": work["tokens"] / len(facts),
+                     "linear_gflop_per_fact": flops.flops / 1e9 / len(facts)}
+    flops.close()
+    res["gemm_peak_gflops"] = gemm_peak_gflops(model.config.hidden_size, model.config.intermediate_size)
     return res
 
 
@@ -107,6 +125,17 @@ def main() -> None:
     res["before"] = json.loads(run_with(checkout(ref), cmd).strip().splitlines()[-1])
     res["load_after"] = load()
     maps = [k for k in res["after"] if isinstance(res["after"][k], dict)]
+    peak = res["after"]["gemm_peak_gflops"]
+    for k in maps:  # the least CPU time of this arithmetic, were every FLOP at the matrix-multiply peak
+        a = res["after"][k]
+        a["cpu_s_per_fact_at_gemm_peak"] = a["linear_gflop_per_fact"] / peak
+        a["achieved_gflops"] = a["linear_gflop_per_fact"] / a["cpu_s_per_fact"]
+    res["speedup_bound_at_gemm_peak"] = {k: res["before"][k]["cpu_s_per_fact"]
+                                         / res["after"][k]["cpu_s_per_fact_at_gemm_peak"] for k in maps}
+    # the old code's trace API and CLI could not restrict positions: a user wanting the MLP effect at the last
+    # subject token traced the whole MLP map
+    res["speedup_cpu_mlp_subject_last_vs_old_whole_mlp_map"] = (res["before"]["mlp map (all positions)"]["cpu_s_per_fact"]
+                                                                / res["after"]["mlp@subject_last"]["cpu_s_per_fact"])
     res["speedup_cpu"] = {k: res["before"][k]["cpu_s_per_fact"] / res["after"][k]["cpu_s_per_fact"] for k in maps}
     res["less_block_work"] = {k: res["before"][k]["block_tokens_per_fact"] / res["after"][k]["block_tokens_per_fact"]
                               for k in maps}

@@ -20,6 +20,9 @@ For a site whose first patched layer is l0 and whose positions are P (pmin = min
   same on every run) and at most a memory budget. Facts' prompts may differ in length: each row gets its own
   position ids, rotary embeddings, cached prefix (left-padded) and attention mask. Every cached tensor comes from the shared
   recordings of `build_setups`.
+- *waves*: batches with the same stage-2 length but different l0 run stage 2 together, layer by layer: block j
+  runs once on every row whose l0 < j (a batch joins the wave at its layer l0 + 1), so a few facts' sites fill
+  block calls as large as many facts' would (at most the memory budget of row-positions per wave).
 """
 
 from __future__ import annotations
@@ -90,19 +93,9 @@ class _Group:
         self.ps = self.per_row([list(it.site.positions) for it in items])  # (rows, npos)
         self.n = n
         self.starts_at = self.per_row([it.start for it in items])  # (rows,)
-        self.same_start = len({it.start for it in items}) == 1
 
     def per_row(self, values: list) -> torch.Tensor:
         return torch.tensor([values[i] for i in self.item_of], device=self.adapter.device)
-
-    def prefix(self, layer: int, kidx: torch.Tensor | None):
-        """The base run's keys/values of each row's positions before its start at `layer` (left-padded)."""
-        if kidx is None:  # one start for every row: cut once per (layer, start), shared by the batches
-            key = (layer, self.items[0].start)
-            if key not in self.prefix_cache:
-                self.prefix_cache[key] = tuple(x[:, :, : key[1]].contiguous() for x in self.run.kv[layer])
-            return kv_rows(self.prefix_cache[key], self.base)
-        return tuple(x[self.base[:, None], :, kidx].permute(0, 2, 1, 3) for x in self.run.kv[layer])
 
 
 def _stage1(g: _Group, l0: int, npos: int) -> torch.Tensor:
@@ -177,34 +170,80 @@ def _stage2_patches(g: _Group, l0: int):
     return out
 
 
-def _stage2(g: _Group, l0: int, h1: torch.Tensor) -> torch.Tensor:
-    """The last position's hidden state after the last block, (rows, d)."""
-    adapter = g.adapter
-    dev = adapter.device
-    L = adapter.n_layers
-    n = g.n
-    rows = torch.arange(len(g.base), device=dev)
-    if g.same_start:
-        start = g.items[0].start
-        pos = torch.arange(start, start + n, device=dev)[None]
-        hidden = g.run.block_inputs[l0 + 1].index_select(0, g.base)[:, start : start + n]
-        kidx, mask = None, causal_mask(start, n, h1.dtype, dev)
+def _sliced(call: dict, rows: int, total: int) -> dict:
+    """A wave's block call for its first `rows` rows (the per-row tensors cut; broadcast ones kept)."""
+    if rows == total:
+        return call
+    out = dict(call)
+    for key in ("position_ids", "attention_mask"):
+        v = out.get(key)
+        if isinstance(v, torch.Tensor) and v.shape[0] == total:
+            out[key] = v[:rows]
+    pe = out.get("position_embeddings")
+    if isinstance(pe, tuple) and pe[0].shape[0] == total:
+        out["position_embeddings"] = tuple(x[:rows] for x in pe)
+    return out
+
+
+def _stage2(parts: list[tuple[int, _Group, torch.Tensor]]) -> torch.Tensor:
+    """Stage 2 of several batches with the same length n, sorted by l0, run layer by layer as one *wave*: at
+    layer j the block runs once on every row whose l0 < j (rows join as the wave reaches their first layer),
+    so batches of different first layers share block calls. Returns the last position's hidden state after the
+    last block, (rows of all parts, d), the parts' rows in order."""
+    g0 = parts[0][1]
+    adapter, run, n = g0.adapter, g0.run, g0.n
+    dev, L = adapter.device, adapter.n_layers
+    offs = [0]
+    for _, g, _ in parts:
+        offs.append(offs[-1] + len(g.base))
+    total = offs[-1]
+    base = torch.cat([g.base for _, g, _ in parts])
+    starts = torch.cat([g.starts_at for _, g, _ in parts])
+    pos = starts[:, None] + torch.arange(n, device=dev)[None]
+    dtype = run.block_inputs[0].dtype
+    same = bool((starts == starts[0]).all())
+    if same:
+        kidx, mask = None, causal_mask(int(starts[0]), n, dtype, dev)
     else:
-        pos = g.starts_at[:, None] + torch.arange(n, device=dev)[None]
-        hidden = g.run.block_inputs[l0 + 1][g.base[:, None], pos]
-        kidx, mask = padded_prefix(g.starts_at, n, h1.dtype)
-    hidden[rows[:, None], g.ps - g.starts_at[:, None]] = h1
-    call = call_kwargs(g.run.block_call, pos, mask)
-    call[cache_name(adapter.layer(0))] = PrefixKV(lambda layer: g.prefix(layer, kidx))
+        kidx, mask = padded_prefix(starts, n, dtype)
+    active = [0]
+
+    def prefix(layer: int):
+        rows = base[: active[0]]
+        if kidx is None:
+            key = (layer, int(starts[0]))
+            if key not in g0.prefix_cache:
+                g0.prefix_cache[key] = tuple(x[:, :, : key[1]].contiguous() for x in run.kv[layer])
+            return kv_rows(g0.prefix_cache[key], rows)
+        return tuple(x[rows[:, None], :, kidx[: active[0]]].permute(0, 2, 1, 3) for x in run.kv[layer])
+
+    call = call_kwargs(g0.run.block_call, pos, mask)
+    call[cache_name(adapter.layer(0))] = PrefixKV(prefix)
+    patches: dict[tuple[str, int], list] = defaultdict(list)
+    for i, (l0, g, _) in enumerate(parts):
+        for key, (rws, rel, vals) in _stage2_patches(g, l0).items():
+            patches[key].append((rws + offs[i], rel, vals))
     handles = []
+    hidden, nxt = None, 0
     try:
-        for (comp, layer), (rws, rel, vals) in _stage2_patches(g, l0).items():
+        for (comp, layer), lists in patches.items():
+            rws, rel, vals = (torch.cat(x) for x in zip(*lists))
             handles.append(adapter.component(comp, layer).register_forward_hook(_patch_hook(rws, rel, vals)))
         if SLICE_LAST_MLP and n > 1:
             handles.append(adapter.mlp(L - 1).register_forward_pre_hook(
                 lambda _m, args: (args[0][:, -1:],) + tuple(args[1:])))
-        for layer in range(l0 + 1, L):
-            hidden = first_tensor(adapter.layer(layer)(hidden, **call))
+        for layer in range(parts[0][0] + 1, L):
+            joining = []
+            while nxt < len(parts) and parts[nxt][0] < layer:  # rows whose stage 2 starts here
+                l0, g, h1 = parts[nxt]
+                h = g.run.block_inputs[l0 + 1][g.base[:, None], pos[offs[nxt] : offs[nxt + 1]]]
+                h[torch.arange(len(g.base), device=dev)[:, None], g.ps - g.starts_at[:, None]] = h1
+                joining.append(h)
+                nxt += 1
+            if joining:
+                hidden = torch.cat(([hidden] if hidden is not None else []) + joining)
+            active[0] = len(hidden)
+            hidden = first_tensor(adapter.layer(layer)(hidden, **_sliced(call, active[0], total)))
     finally:
         for h in handles:
             h.remove()
@@ -216,12 +255,46 @@ def _logits(g: _Group, last_hidden: torch.Tensor) -> torch.Tensor:
     return g.adapter.unembed(x)[:, -1]
 
 
-def _run_group(g: _Group, l0: int, npos: int) -> torch.Tensor:
-    h1 = _stage1(g, l0, npos)
-    if l0 == g.adapter.n_layers - 1:  # the last position must be among the patched ones (else a no-op)
-        idx = g.per_row([list(it.site.positions).index(it.length - 1) for it in g.items])
-        return _logits(g, h1[torch.arange(len(idx), device=idx.device), idx])
-    return _logits(g, _stage2(g, l0, h1))
+def _last_layer(g: _Group, h1: torch.Tensor) -> torch.Tensor:
+    """A batch patched at the last layer: its last position's hidden state is stage 1's output (the last
+    position must be among the patched ones, else the site is a no-op)."""
+    idx = g.per_row([list(it.site.positions).index(it.length - 1) for it in g.items])
+    return h1[torch.arange(len(idx), device=idx.device), idx]
+
+
+UNEMBED_ROWS = 256  # rows unembedded per call (a row's logits are the vocabulary's size)
+
+
+def _chunks(done: list, rows: int) -> list[list]:
+    """Consecutive (group, last hidden) pairs in chunks of at most `rows` rows (at least one pair each)."""
+    out, cur, k = [], [], 0
+    for pair in done:
+        if cur and k + len(pair[1]) > rows:
+            out.append(cur)
+            cur, k = [], 0
+        cur.append(pair)
+        k += len(pair[1])
+    return out + ([cur] if cur else [])
+
+
+def _waves(parts: list[tuple[int, _Group, torch.Tensor]], max_tokens: int) -> list[list]:
+    """Batches that need stage 2, as waves: the same length n, consecutive in l0, at most `max_tokens`
+    row-positions in all (a wave's last layers hold every row at once)."""
+    by_n: dict[int, list] = defaultdict(list)
+    for part in sorted(parts, key=lambda x: x[0]):
+        by_n[part[1].n].append(part)
+    out = []
+    for n, ps in sorted(by_n.items()):
+        wave, tokens = [], 0
+        for part in ps:
+            t = len(part[1].base) * n
+            if wave and tokens + t > max_tokens:
+                out.append(wave)
+                wave, tokens = [], 0
+            wave.append(part)
+            tokens += t
+        out.append(wave)
+    return out
 
 
 def _metrics(g: _Group, logits: torch.Tensor) -> list[dict[str, float]]:
@@ -289,17 +362,18 @@ def _batches(items: list[_Item], rows_of, min_tokens: int, max_tokens: int) -> l
     return out
 
 
-MIN_TOKENS = {"cpu": (80, 1.5e8), "cuda": (1600, 3.0e9)}  # (a, b): a + b / (parameters of one block)
+MIN_TOKENS = {"cpu": (16, 0.0), "cuda": (1600, 3.0e9)}  # (a, b): a + b / (parameters of one block)
 
 
 def min_tokens_for(adapter) -> int:
-    """Row-positions per block call below which the call's fixed cost dominates, a + b / P for a block of P
-    parameters, in [16, 2048]. The fixed cost has a constant part (Python, kernel launches) and a part that grows
-    with P (reading the weights), while the per-row-position cost grows with P: (a, b) on CPU reproduce what
-    timing two calls of block 0 gave on an idle machine (~840 row-positions for the toy model's 0.2M-parameter
-    block, ~100 for the real-shape Llama's 7M); CUDA 20x. Deliberately not measured at run time: a size chosen
-    from timings changes with the machine's load, and with it the batches and the rounding of the results (the
-    first version did; a 2-worker and a 1-process audit then differed in their last digits)."""
+    """Row-positions a batch is filled to with sites of shorter stage 2 (which then recompute unchanged base
+    positions): a + b / P for a block of P parameters, in [16, 2048]. On CPU the floor, 16: waves already
+    merge the batches of every first layer into large block calls, so merging lengths only adds arithmetic
+    (measured: toy model the same time at 16 as at 836; real-shape Llama 2.7-2.8 vs 3.2 CPU s per fact at
+    101). On CUDA, where a call's fixed cost is larger, 1600 + 3e9 / P (a guess: no GPU was measured).
+    Never measured at run time: a size chosen from timings changes with the machine's load, and with it the
+    batches and the rounding of the results (an earlier version did; a 2-worker and a 1-process audit then
+    differed in their last digits)."""
     params = sum(p.numel() for p in adapter.layer(0).parameters())
     a, b = MIN_TOKENS["cuda" if adapter.device.type == "cuda" else "cpu"]
     return int(min(2048, max(16, a + b / max(params, 1))))
@@ -325,12 +399,29 @@ def run_sites(setups: list[TraceSetup], sites: list[list[Site]], budget_bytes: f
     max_tokens = max_tokens or _token_budget(setups[0], budget_bytes)
     min_tokens = min(max_tokens, min_tokens or min_tokens_for(setups[0].adapter))
     prefix_cache: dict = {}
-    for (l0, npos), items in sorted(groups.items()):
-        for n, part in _batches(items, lambda it: setups[it.job].n_rows, min_tokens, max_tokens):
-            part.sort(key=lambda it: it.job)  # a fact's rows contiguous (for the metrics)
-            g = _Group(setups, part, prefix_cache, n)
-            with torch.no_grad():
-                values = _metrics(g, _run_group(g, l0, npos))
-            for it, v in zip(part, values):
-                results[it.job][it.k] = v
+    L = setups[0].adapter.n_layers
+    done, parts = [], []  # (group, last hidden) ready for the metrics; (l0, group, stage 1) needing stage 2
+    with torch.no_grad():
+        for (l0, npos), items in sorted(groups.items()):
+            for n, part in _batches(items, lambda it: setups[it.job].n_rows, min_tokens, max_tokens):
+                part.sort(key=lambda it: it.job)  # a fact's rows contiguous (for the metrics)
+                g = _Group(setups, part, prefix_cache, n)
+                h1 = _stage1(g, l0, npos)
+                if l0 == L - 1:
+                    done.append((g, _last_layer(g, h1)))
+                else:
+                    parts.append((l0, g, h1))
+        for wave in _waves(parts, max_tokens):
+            last = _stage2(wave)
+            k = 0
+            for _, g, _ in wave:
+                done.append((g, last[k : k + len(g.base)]))
+                k += len(g.base)
+        for chunk in _chunks(done, UNEMBED_ROWS):  # the unembedding of many batches' rows in one call
+            logits = _logits(chunk[0][0], torch.cat([last for _, last in chunk]))
+            k = 0
+            for g, last in chunk:
+                for it, v in zip(g.items, _metrics(g, logits[k : k + len(last)])):
+                    results[it.job][it.k] = v
+                k += len(last)
     return results  # type: ignore[return-value]
