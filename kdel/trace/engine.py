@@ -262,6 +262,17 @@ def _last_layer(g: _Group, h1: torch.Tensor) -> torch.Tensor:
     return h1[torch.arange(len(idx), device=idx.device), idx]
 
 
+def _finish(done: list, results: list) -> None:
+    """Metrics of (batch, last hidden state) pairs into `results`, unembedding many batches' rows per call."""
+    for chunk in _chunks(done, UNEMBED_ROWS):
+        logits = _logits(chunk[0][0], torch.cat([last for _, last in chunk]))
+        k = 0
+        for g, last in chunk:
+            for it, v in zip(g.items, _metrics(g, logits[k : k + len(last)])):
+                results[it.job][it.k] = v
+            k += len(last)
+
+
 UNEMBED_ROWS = 256  # rows unembedded per call (a row's logits are the vocabulary's size)
 
 
@@ -277,17 +288,17 @@ def _chunks(done: list, rows: int) -> list[list]:
     return out + ([cur] if cur else [])
 
 
-def _waves(parts: list[tuple[int, _Group, torch.Tensor]], max_tokens: int) -> list[list]:
+def _waves(parts: list[tuple[int, int, _Group]], max_tokens: int) -> list[list]:
     """Batches that need stage 2, as waves: the same length n, consecutive in l0, at most `max_tokens`
     row-positions in all (a wave's last layers hold every row at once)."""
     by_n: dict[int, list] = defaultdict(list)
     for part in sorted(parts, key=lambda x: x[0]):
-        by_n[part[1].n].append(part)
+        by_n[part[2].n].append(part)
     out = []
     for n, ps in sorted(by_n.items()):
         wave, tokens = [], 0
         for part in ps:
-            t = len(part[1].base) * n
+            t = len(part[2].base) * n
             if wave and tokens + t > max_tokens:
                 out.append(wave)
                 wave, tokens = [], 0
@@ -400,28 +411,17 @@ def run_sites(setups: list[TraceSetup], sites: list[list[Site]], budget_bytes: f
     min_tokens = min(max_tokens, min_tokens or min_tokens_for(setups[0].adapter))
     prefix_cache: dict = {}
     L = setups[0].adapter.n_layers
-    done, parts = [], []  # (group, last hidden) ready for the metrics; (l0, group, stage 1) needing stage 2
-    with torch.no_grad():
-        for (l0, npos), items in sorted(groups.items()):
-            for n, part in _batches(items, lambda it: setups[it.job].n_rows, min_tokens, max_tokens):
-                part.sort(key=lambda it: it.job)  # a fact's rows contiguous (for the metrics)
-                g = _Group(setups, part, prefix_cache, n)
-                h1 = _stage1(g, l0, npos)
-                if l0 == L - 1:
-                    done.append((g, _last_layer(g, h1)))
-                else:
-                    parts.append((l0, g, h1))
+    last_layer, parts = [], []  # batches patched at the last layer; (l0, npos, batch) needing stage 2
+    for (l0, npos), items in sorted(groups.items()):
+        for n, part in _batches(items, lambda it: setups[it.job].n_rows, min_tokens, max_tokens):
+            part.sort(key=lambda it: it.job)  # a fact's rows contiguous (for the metrics)
+            g = _Group(setups, part, prefix_cache, n)
+            (last_layer if l0 == L - 1 else parts).append((l0, npos, g))
+    with torch.no_grad():  # one wave at a time, metrics included: memory stays within a wave's budget
+        done = [(g, _last_layer(g, _stage1(g, l0, npos))) for l0, npos, g in last_layer]
+        _finish(done, results)
         for wave in _waves(parts, max_tokens):
-            last = _stage2(wave)
-            k = 0
-            for _, g, _ in wave:
-                done.append((g, last[k : k + len(g.base)]))
-                k += len(g.base)
-        for chunk in _chunks(done, UNEMBED_ROWS):  # the unembedding of many batches' rows in one call
-            logits = _logits(chunk[0][0], torch.cat([last for _, last in chunk]))
-            k = 0
-            for g, last in chunk:
-                for it, v in zip(g.items, _metrics(g, logits[k : k + len(last)])):
-                    results[it.job][it.k] = v
-                k += len(last)
+            last = _stage2([(l0, g, _stage1(g, l0, npos)) for l0, npos, g in wave])
+            bounds = np.cumsum([0] + [len(g.base) for _, _, g in wave])
+            _finish([(g, last[i:j]) for (_, _, g), i, j in zip(wave, bounds[:-1], bounds[1:])], results)
     return results  # type: ignore[return-value]
