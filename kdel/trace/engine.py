@@ -14,21 +14,19 @@ For a site whose first patched layer is l0 and whose positions are P (pmin = min
   block adds it to the residual stream by broadcasting); only the last position is normed and unembedded.
 - *skip*: sites that provably cannot change the last position's logits get the base run's value.
 - *batch*: sites of every fact with the same l0 and number of positions |P| share batches; a batch computes
-  the same number n of positions for every row (rows needing fewer recompute some base positions unchanged),
-  and is filled up to a minimum size (a block call has a fixed cost: `min_tokens_for`, a fixed function of
-  the block's size, never of timings, so that the batches and hence the last bits of every result are the
-  same on every run) and at most a memory budget. Facts' prompts may differ in length: each row gets its own
-  position ids, rotary embeddings, cached prefix (left-padded) and attention mask. Every cached tensor comes from the shared
-  recordings of `build_setups`.
+  the same number n of positions for every row (rows needing fewer recompute some base positions unchanged).
+  Facts' prompts may differ in length: each row gets its own position ids, rotary embeddings, cached prefix
+  (left-padded) and attention mask. Every cached tensor comes from the shared recordings of `build_setups`.
 - *waves*: batches with the same stage-2 length but different l0 run stage 2 together, layer by layer: block j
   runs once on every row whose l0 < j (a batch joins the wave at its layer l0 + 1), so a few facts' sites fill
-  block calls as large as many facts' would (at most the memory budget of row-positions per wave).
+  block calls as large as many facts' would (at most the memory budget of row-positions per wave); many
+  batches' rows are unembedded in one call. Which sites share a batch, a wave or an unembedding is decided by
+  kdel.trace.schedule, from the sites and the model alone.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -45,19 +43,9 @@ from kdel.trace.blocks import (
     padded_prefix,
 )
 from kdel.trace.patch import Site, TraceSetup, is_noop
+from kdel.trace.schedule import UNEMBED_ROWS, Item, batches, chunks, min_tokens_for, token_budget, waves
 
 SLICE_LAST_MLP = True  # the last layer's MLP on the last position only (exact; off only to measure it)
-
-
-@dataclass
-class _Item:
-    job: int
-    k: int  # site index within its job
-    site: Site
-    l0: int
-    pmin: int
-    length: int  # the fact's prompt length T
-    start: int = 0  # stage 2 computes positions start .. T-1 (start <= pmin: a batch shares one length T - start)
 
 
 def _patch_hook(rows: torch.Tensor, pos: torch.Tensor, values: torch.Tensor):
@@ -73,7 +61,7 @@ class _Group:
     """The rows of one batch (items with the same l0, number of positions and stage-2 length n): per row, its
     base row, its source row, its item and its stage-2 start."""
 
-    def __init__(self, setups: list[TraceSetup], items: list[_Item], prefix_cache: dict, n: int):
+    def __init__(self, setups: list[TraceSetup], items: list[Item], prefix_cache: dict, n: int):
         self.setups, self.items, self.prefix_cache = setups, items, prefix_cache
         self.adapter = setups[0].adapter
         dev = self.adapter.device
@@ -264,48 +252,13 @@ def _last_layer(g: _Group, h1: torch.Tensor) -> torch.Tensor:
 
 def _finish(done: list, results: list) -> None:
     """Metrics of (batch, last hidden state) pairs into `results`, unembedding many batches' rows per call."""
-    for chunk in _chunks(done, UNEMBED_ROWS):
+    for chunk in chunks(done, UNEMBED_ROWS):
         logits = _logits(chunk[0][0], torch.cat([last for _, last in chunk]))
         k = 0
         for g, last in chunk:
             for it, v in zip(g.items, _metrics(g, logits[k : k + len(last)])):
                 results[it.job][it.k] = v
             k += len(last)
-
-
-UNEMBED_ROWS = 256  # rows unembedded per call (a row's logits are the vocabulary's size)
-
-
-def _chunks(done: list, rows: int) -> list[list]:
-    """Consecutive (group, last hidden) pairs in chunks of at most `rows` rows (at least one pair each)."""
-    out, cur, k = [], [], 0
-    for pair in done:
-        if cur and k + len(pair[1]) > rows:
-            out.append(cur)
-            cur, k = [], 0
-        cur.append(pair)
-        k += len(pair[1])
-    return out + ([cur] if cur else [])
-
-
-def _waves(parts: list[tuple[int, int, _Group]], max_tokens: int) -> list[list]:
-    """Batches that need stage 2, as waves: the same length n, consecutive in l0, at most `max_tokens`
-    row-positions in all (a wave's last layers hold every row at once)."""
-    by_n: dict[int, list] = defaultdict(list)
-    for part in sorted(parts, key=lambda x: x[0]):
-        by_n[part[2].n].append(part)
-    out = []
-    for n, ps in sorted(by_n.items()):
-        wave, tokens = [], 0
-        for part in ps:
-            t = len(part[2].base) * n
-            if wave and tokens + t > max_tokens:
-                out.append(wave)
-                wave, tokens = [], 0
-            wave.append(part)
-            tokens += t
-        out.append(wave)
-    return out
 
 
 def _metrics(g: _Group, logits: torch.Tensor) -> list[dict[str, float]]:
@@ -339,88 +292,37 @@ def _metrics(g: _Group, logits: torch.Tensor) -> list[dict[str, float]]:
     return [{m: float(means[m][i]) for m in vals} for i in range(len(g.items))]
 
 
-def _token_budget(setup: TraceSetup, budget_bytes: float) -> int:
-    cfg = setup.adapter.model.config
-    d = setup.adapter.d_model
-    d_ff = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * d
-    el = setup.base_run.block_inputs[0].element_size()
-    return max(1, int(budget_bytes // (el * (10 * d + 3 * d_ff))))
-
-
-def _batches(items: list[_Item], rows_of, min_tokens: int, max_tokens: int) -> list[tuple[int, list[_Item]]]:
-    """Split one (l0, npos) group into batches (n, items). Items needing the longest stage 2 come first; a batch
-    computes n = its first item's T - pmin positions for every row (from T - n: earlier positions of a shorter
-    site are recomputed unchanged), and takes items until it holds `min_tokens` row-positions (fewer, larger
-    calls: a block call has a fixed cost) or `max_tokens` (memory). Items with equal (pmin, T) stay together."""
-    items = sorted(items, key=lambda it: (-(it.length - it.pmin), it.length, it.pmin, it.job))
-    out: list[tuple[int, list[_Item]]] = []
-    rest = items
-    while rest:
-        n = rest[0].length - rest[0].pmin
-        batch, left, tokens = [], [], 0
-        for it in rest:
-            m = it.length - it.pmin
-            fits = it.length >= n and tokens + n * rows_of(it) <= max_tokens
-            full = tokens >= min_tokens and m < n
-            if fits and not full or not batch:
-                it.start = it.length - n
-                batch.append(it)
-                tokens += n * rows_of(it)
-            else:
-                left.append(it)
-        out.append((n, batch))
-        rest = left
-    return out
-
-
-MIN_TOKENS = {"cpu": (16, 0.0), "cuda": (1600, 3.0e9)}  # (a, b): a + b / (parameters of one block)
-
-
-def min_tokens_for(adapter) -> int:
-    """Row-positions a batch is filled to with sites of shorter stage 2 (which then recompute unchanged base
-    positions): a + b / P for a block of P parameters, in [16, 2048]. On CPU the floor, 16: waves already
-    merge the batches of every first layer into large block calls, so merging lengths only adds arithmetic
-    (measured: toy model the same time at 16 as at 836; real-shape Llama 2.7-2.8 vs 3.2 CPU s per fact at
-    101). On CUDA, where a call's fixed cost is larger, 1600 + 3e9 / P (a guess: no GPU was measured).
-    Never measured at run time: a size chosen from timings changes with the machine's load, and with it the
-    batches and the rounding of the results (an earlier version did; a 2-worker and a 1-process audit then
-    differed in their last digits)."""
-    params = sum(p.numel() for p in adapter.layer(0).parameters())
-    a, b = MIN_TOKENS["cuda" if adapter.device.type == "cuda" else "cpu"]
-    return int(min(2048, max(16, a + b / max(params, 1))))
-
-
 def run_sites(setups: list[TraceSetup], sites: list[list[Site]], budget_bytes: float = 1.5e8,
               max_tokens: int | None = None, min_tokens: int | None = None) -> list[list[dict[str, float]]]:
     """Metric values of `sites[j]` for fact `setups[j]` (all setups from one `build_setups` call), equal to the
     per-site loop's. Batches hold at most `max_tokens` row-positions (default: from a memory budget) and are
     merged up to `min_tokens` (default: `min_tokens_for`)."""
     results: list[list[dict | None]] = [[None] * len(s) for s in sites]
-    groups: dict[tuple[int, int], list[_Item]] = defaultdict(list)
+    groups: dict[tuple[int, int], list[Item]] = defaultdict(list)
     for j, (setup, ss) in enumerate(zip(setups, sites)):
         for k, site in enumerate(ss):
             if is_noop(setup, site):
                 results[j][k] = dict(setup.base_metrics)
                 continue
             site = Site(site.component, tuple(sorted(site.layers)), tuple(sorted(site.positions)))
-            it = _Item(j, k, site, site.layers[0], site.positions[0], setup.length)
+            it = Item(j, k, site, site.layers[0], site.positions[0], setup.length)
             groups[(it.l0, len(site.positions))].append(it)
     if not groups:
         return results  # type: ignore[return-value]
-    max_tokens = max_tokens or _token_budget(setups[0], budget_bytes)
+    max_tokens = max_tokens or token_budget(setups[0], budget_bytes)
     min_tokens = min(max_tokens, min_tokens or min_tokens_for(setups[0].adapter))
     prefix_cache: dict = {}
     L = setups[0].adapter.n_layers
     last_layer, parts = [], []  # batches patched at the last layer; (l0, npos, batch) needing stage 2
     for (l0, npos), items in sorted(groups.items()):
-        for n, part in _batches(items, lambda it: setups[it.job].n_rows, min_tokens, max_tokens):
+        for n, part in batches(items, lambda it: setups[it.job].n_rows, min_tokens, max_tokens):
             part.sort(key=lambda it: it.job)  # a fact's rows contiguous (for the metrics)
             g = _Group(setups, part, prefix_cache, n)
             (last_layer if l0 == L - 1 else parts).append((l0, npos, g))
     with torch.no_grad():  # one wave at a time, metrics included: memory stays within a wave's budget
         done = [(g, _last_layer(g, _stage1(g, l0, npos))) for l0, npos, g in last_layer]
         _finish(done, results)
-        for wave in _waves(parts, max_tokens):
+        for wave in waves(parts, max_tokens):
             last = _stage2([(l0, g, _stage1(g, l0, npos)) for l0, npos, g in wave])
             bounds = np.cumsum([0] + [len(g.base) for _, _, g in wave])
             _finish([(g, last[i:j]) for (_, _, g), i, j in zip(wave, bounds[:-1], bounds[1:])], results)
