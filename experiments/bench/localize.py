@@ -5,7 +5,8 @@ default window): two-stage and exact-only; reports how often they choose the sam
 time of each, plus the time of what the audit computed before (the whole exact MLP map, all positions, whose
 peak it used). Models: the trained toy model on the default KG, and a random real-shape Llama.
 
-    python experiments/bench/localize.py --model MODEL --kg KG [--facts-n 100] [--real-facts 3] [--out F]
+    python experiments/bench/localize.py --model MODEL --kg KG [--facts-n 100] [--real-facts 3]
+        [--real-layers 24] [--out F]
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def main() -> None:
     ap.add_argument("--facts-n", type=int, default=100)
     ap.add_argument("--real-facts", type=int, default=3)
     ap.add_argument("--top-k", type=int, default=3)
+    ap.add_argument("--real-layers", default="24", help="depths of the real-shape model, comma-separated (24: the "
+                    "standard shape; fewer layers show where two-stage stops paying)")
     ap.add_argument("--out")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -75,9 +78,12 @@ def main() -> None:
         model, tok, table, facts = toy_model(args.model, args.kg)
         res["toy"] = compare(model, tok, facts[: args.facts_n], table, args.top_k)
     if args.real_facts:
-        model, tok, n_params = real_shape_model()
-        table, facts = real_facts()
-        res["real_shape"] = {"n_params": n_params, **compare(model, tok, facts[: args.real_facts], table, args.top_k)}
+        for layers in [int(x) for x in args.real_layers.split(",")]:
+            model, tok, n_params = real_shape_model(num_hidden_layers=layers)
+            table, facts = real_facts()
+            key = "real_shape" if layers == 24 else f"real_shape_{layers}_layers"
+            res[key] = {"n_layers": layers, "n_params": n_params,
+                        **compare(model, tok, facts[: args.real_facts], table, args.top_k)}
     res["load_end"] = load()
     print(json.dumps(res, indent=2))
     if args.out:

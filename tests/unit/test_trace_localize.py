@@ -75,7 +75,21 @@ def test_two_stage_matches_exact_on_the_trained_model(trained_model_dir, tiny_kg
         assert b.effect == pytest.approx(b.confirmed[b.site][b.layer])
         if (a.site, a.layer) == (b.site, b.layer):  # both record the same exact effect
             assert a.effect == pytest.approx(b.effect, abs=1e-5)  # float32: batches differ
-    auto = choose_site_layer(model, tok, facts[0], table, config=cfg)  # 4 layers < 4 x top k: exact-only
+    auto = choose_site_layer(model, tok, facts[0], table, config=cfg)  # 4 layers < 8 x top k: exact-only
     assert auto.method == "exact" and auto.to_json()["fact_id"] == facts[0].id
     with pytest.raises(UserError, match="out of range"):
         choose_site_layer(model, tok, facts[0], table, exclude_layers=[9])
+
+
+@pytest.mark.parametrize("layers,top_k,method", [(12, 3, "exact"), (24, 3, "two-stage"), (16, 2, "two-stage")])
+def test_auto_uses_two_stage_from_8_top_k_layers(random_model, layers, top_k, method):
+    """`two_stage="auto"`: exact-only below 8 x top_k layers (two-stage saved 1.06x at 12 layers), two-stage from
+    there on."""
+    from kdel.facts import Fact, FactTable
+    from kdel.trace import TraceConfig
+
+    model, tok = random_model("llama", n_layers=layers)
+    fact = Fact(0, "Maria Lopez", "John Smith", None, ("Maria Lopez works with",))
+    c = choose_site_layer(model, tok, fact, FactTable([fact], "facts", "test"), top_k=top_k,
+                          config=TraceConfig(noise_samples=2))
+    assert c.method == method and (c.attribution != {}) == (method == "two-stage")
