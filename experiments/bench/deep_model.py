@@ -1,9 +1,8 @@
 """Train the benchmark's deep toy model: a 12-layer, d = 128 GPT-2 on a KG, for layer-choice benchmarks.
 
-Not a test. The `tiny` preset has 4 layers, where `choose_site_layers(two_stage="auto")` uses the exact tracer
-alone (two-stage needs >= 4 x top_k = 12 layers); this model is the smallest trained one on which two-stage
-choice runs by default, so its agreement with exact-only choice is measured on facts a model really learned.
-One thread; ~3 minutes on the default KG.
+Not a test. The `tiny` preset has 4 layers, where two-stage confirms 3 of 4 layers and means nothing; on this
+deeper model the agreement of two-stage with exact-only choice (localize.py forces both) is measured on facts
+a model really learned. One thread; ~3 minutes on the default KG.
 
     python experiments/bench/deep_model.py --kg runs/kg --out runs/deep_model [--seed 0]
 """

@@ -61,7 +61,8 @@ def trace_settings(noise_samples: int = 10, seed: int = 0):
 
 def choose(model, tok, facts, table, window: int | None = None, exclude_layers=(), noise_samples: int = 10,
            seed: int = 0, min_effect: float = MIN_EFFECT) -> list:
-    """`LayerChoice` of each fact (gn, denoising, prob, two-stage: attribution ranks, the exact tracer confirms)."""
+    """`LayerChoice` of each fact (gn, denoising, prob; from 24 layers two-stage: attribution ranks, the exact
+    tracer confirms; below, the exact tracer alone)."""
     from kdel.trace.localize import choose_site_layers
 
     return choose_site_layers(model, tok, list(facts), table, window=window, exclude_layers=exclude_layers,
