@@ -22,7 +22,16 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trace_common import load, median, real_facts, real_shape_model, timed, toy_model  # noqa: E402
+from trace_common import (  # noqa: E402
+    add_device_arg,
+    load,
+    median,
+    real_facts,
+    real_shape_model,
+    set_device,
+    timed,
+    toy_model,
+)
 
 COMPONENTS = ("resid", "mlp", "attn")
 
@@ -75,9 +84,11 @@ def main() -> None:
     ap.add_argument("--facts-n", type=int, default=30)
     ap.add_argument("--real-facts", type=int, default=3, help="facts on the real-shape model (0: skip it)")
     ap.add_argument("--out")
+    add_device_arg(ap)
     args = ap.parse_args()
+    set_device(args.device)
     torch.set_num_threads(1)
-    res = {"load_start": load()}
+    res = {"device": args.device, "load_start": load()}
     if args.model:
         model, tok, table, facts = toy_model(args.model, args.kg)
         res["toy"] = {d: compare(model, tok, facts[: args.facts_n], table, d) for d in ("denoise", "noise")}

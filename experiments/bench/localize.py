@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trace_common import load, real_facts, real_shape_model, timed, toy_model  # noqa: E402
+from trace_common import add_device_arg, load, real_facts, real_shape_model, set_device, timed, toy_model  # noqa: E402
 
 
 def compare(model, tok, facts, table, top_k: int = 3) -> dict:
@@ -71,9 +71,11 @@ def main() -> None:
     ap.add_argument("--real-layers", default="24", help="depths of the real-shape model, comma-separated (24: the "
                     "standard shape; fewer layers show where two-stage stops paying)")
     ap.add_argument("--out")
+    add_device_arg(ap)
     args = ap.parse_args()
+    set_device(args.device)
     torch.set_num_threads(1)
-    res = {"load_start": load()}
+    res = {"device": args.device, "load_start": load()}
     if args.model:
         model, tok, table, facts = toy_model(args.model, args.kg)
         res["toy"] = compare(model, tok, facts[: args.facts_n], table, args.top_k)

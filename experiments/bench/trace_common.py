@@ -48,8 +48,31 @@ def real_shape_model(seed: int = 0, **overrides):
     shape = {**REAL_SHAPE, **overrides}
     cfg = LlamaConfig(max_position_embeddings=128, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       **shape)
-    model = LlamaForCausalLM(cfg).eval()
+    model = LlamaForCausalLM(cfg).eval().to(device())
     return model, tok, sum(p.numel() for p in model.parameters())
+
+
+_DEVICE = ["cpu"]  # where the benchmark's models run (set_device)
+
+
+def add_device_arg(ap) -> None:
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (times are then wall times, synchronised)")
+
+
+def set_device(name: str) -> str:
+    """Run the benchmark's models on `name`; a missing CUDA device is one line and exit 2."""
+    problem = (f"--device must be cpu or cuda, got {name!r}" if name not in ("cpu", "cuda") else
+               "--device cuda: no CUDA device is available here" if name == "cuda" and not torch.cuda.is_available()
+               else None)
+    if problem:
+        print(problem, file=sys.stderr)
+        raise SystemExit(2)
+    _DEVICE[0] = name
+    return name
+
+
+def device() -> str:
+    return _DEVICE[0]
 
 
 def toy_model(model_dir: str, kg_dir: str):
@@ -59,15 +82,22 @@ def toy_model(model_dir: str, kg_dir: str):
     from kdel.trace import known_mask
 
     table = load_fact_table(kg=kg_dir)
-    model, tok = load_model(model_dir, "cpu", kg_hash=table.source_hash)
+    model, tok = load_model(model_dir, device(), kg_hash=table.source_hash)
     known = known_mask(model, tok, table.facts)
     return model, tok, table, [f for f, k in zip(table.facts, known) if k]
 
 
+def _sync() -> None:
+    if device() == "cuda":
+        torch.cuda.synchronize()
+
+
 def timed(fn):
-    """(result, wall seconds, CPU seconds of this process)."""
+    """(result, wall seconds, CPU seconds of this process); on CUDA the device is synchronised first and last."""
+    _sync()
     w, c = time.perf_counter(), time.process_time()
     out = fn()
+    _sync()
     return out, time.perf_counter() - w, time.process_time() - c
 
 
@@ -112,13 +142,15 @@ class LinearFlops:
 
 
 def gemm_peak_gflops(d: int = 768, d_ff: int = 2048, rows: int = 512, reps: int = 20) -> float:
-    """The single-thread float32 matrix-multiply rate on this machine (best of 3 x `reps`), GFLOP/s: the
-    ceiling for any exact implementation that does the same arithmetic."""
-    a, w = torch.randn(rows, d), torch.randn(d_ff, d)
+    """The float32 matrix-multiply rate of the benchmark's device (CPU: one thread), best of 3 x `reps`, GFLOP/s:
+    the ceiling for any exact implementation that does the same arithmetic."""
+    a, w = torch.randn(rows, d, device=device()), torch.randn(d_ff, d, device=device())
     best = 0.0
     for _ in range(3):
+        _sync()
         t = time.perf_counter()
         for _ in range(reps):
             torch.nn.functional.linear(a, w)
+        _sync()
         best = max(best, 2 * rows * d * d_ff * reps / (time.perf_counter() - t) / 1e9)
     return best

@@ -29,17 +29,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from trace_common import (  # noqa: E402
     ROOT,
     LinearFlops,
+    add_device_arg,
     checkout,
     gemm_peak_gflops,
     load,
     real_facts,
     real_shape_model,
     run_with,
+    set_device,
     timed,
 )
 
 
-def worker(n_facts: int, full: bool) -> dict:
+def worker(n_facts: int, full: bool, dev: str) -> dict:
+    set_device(dev)
     torch.set_num_threads(1)
     import kdel.trace as kt
     from kdel.trace import TraceConfig
@@ -48,7 +51,7 @@ def worker(n_facts: int, full: bool) -> dict:
     table, facts = real_facts()
     facts = facts[:n_facts]
     new = hasattr(kt, "trace_many")
-    res = {"code": "new" if new else "old", "n_params": n_params, "n_facts": len(facts), "threads": 1}
+    res = {"code": "new" if new else "old", "n_params": n_params, "n_facts": len(facts), "threads": 1, "device": dev}
     mlp = dict(components=("mlp",), metrics=("prob",))
     if new:
         from kdel.trace import trace_many
@@ -113,13 +116,16 @@ def main() -> None:
     ap.add_argument("--no-full", action="store_true", help="skip the full map (the slowest part)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out")
+    add_device_arg(ap)
     args = ap.parse_args()
+    set_device(args.device)
     if args.worker:
-        print(json.dumps(worker(args.facts, not args.no_full)))
+        print(json.dumps(worker(args.facts, not args.no_full, args.device)))
         return
     ref = args.before or subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], check=True,
                                         capture_output=True, text=True).stdout.strip()
-    cmd = [str(Path(__file__).resolve()), "--worker", "--facts", str(args.facts)] + (["--no-full"] if args.no_full else [])
+    cmd = ([str(Path(__file__).resolve()), "--worker", "--facts", str(args.facts), "--device", args.device]
+           + (["--no-full"] if args.no_full else []))
     res = {"load_before": load(), "before_ref": ref}
     res["after"] = json.loads(run_with(ROOT, cmd).strip().splitlines()[-1])
     res["before"] = json.loads(run_with(checkout(ref), cmd).strip().splitlines()[-1])
@@ -134,8 +140,8 @@ def main() -> None:
                                          / res["after"][k]["cpu_s_per_fact_at_gemm_peak"] for k in maps}
     # the old code's trace API and CLI could not restrict positions: a user wanting the MLP effect at the last
     # subject token traced the whole MLP map
-    res["speedup_cpu_mlp_subject_last_vs_old_whole_mlp_map"] = (res["before"]["mlp map (all positions)"]["cpu_s_per_fact"]
-                                                                / res["after"]["mlp@subject_last"]["cpu_s_per_fact"])
+    old_map = res["before"]["mlp map (all positions)"]["cpu_s_per_fact"]
+    res["speedup_cpu_mlp_subject_last_vs_old_whole_mlp_map"] = old_map / res["after"]["mlp@subject_last"]["cpu_s_per_fact"]
     res["speedup_cpu"] = {k: res["before"][k]["cpu_s_per_fact"] / res["after"][k]["cpu_s_per_fact"] for k in maps}
     res["less_block_work"] = {k: res["before"][k]["block_tokens_per_fact"] / res["after"][k]["block_tokens_per_fact"]
                               for k in maps}

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trace_common import load, median, timed, toy_model  # noqa: E402
+from trace_common import add_device_arg, load, median, set_device, timed, toy_model  # noqa: E402
 
 PROFILE = {  # category -> (module file, function); times are cumulative, stage 2 excludes the prefix cache
     "corrupted inputs (tokenize, gn noise)": ("api.py", "_corruption"),
@@ -109,17 +109,21 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=1, help="window of the peak-layer table")
     ap.add_argument("--corruption", default="gn")
     ap.add_argument("--out", help="write the numbers as JSON here")
+    add_device_arg(ap)
     args = ap.parse_args()
+    set_device(args.device)
     torch.set_num_threads(1)
     from kdel.trace import TraceConfig, trace_many
 
     if args.random:
         model, tok, table, facts = _random_setup()
+        model.to(args.device)
     else:
         model, tok, table, facts = toy_model(args.model, args.kg)
         print(f"model knows {len(facts)}/{len(table.facts)} facts", file=sys.stderr)
     timed_facts = facts[: args.facts_n]
     res = {"n_facts_timed": len(timed_facts), "model": args.model or "random gpt2 4x128", "threads": 1,
+           "device": args.device,
            "corruption": args.corruption, "map": "resid+mlp+attn, 4 metrics, window 1", "load_start": load()}
     loop_cfg = TraceConfig(corruption=args.corruption, batched=False, fallback_to_gn=True)
     fast_cfg = TraceConfig(corruption=args.corruption, fallback_to_gn=True)
