@@ -23,12 +23,21 @@ from dataclasses import dataclass
 import torch
 
 from kdel.models.adapter import ModelAdapter, first_tensor, with_first_tensor
-from kdel.trace.blocks import PrefixKV, block0_inputs, cache_name, call_kwargs, causal_mask, kv_rows
 from kdel.trace.config import TraceConfig
 from kdel.trace.corrupt import Corruption, RunInput
 from kdel.trace.metrics import METRICS
 from kdel.trace.patch import _first_changed, window_layers
-from kdel.trace.record import COMPONENTS, RecordedRun, _batch_inputs, _offsets, record_from, record_runs
+from kdel.trace.record import (
+    COMPONENTS,
+    RecordedRun,
+    _batch_inputs,
+    _modules,
+    _offsets,
+    assemble_from,
+    forward_from,
+    record_from,
+    record_runs,
+)
 
 
 @dataclass
@@ -101,68 +110,33 @@ def _alt_ids(corruptions: list[Corruption], c_logits: torch.Tensor, offsets: lis
     return out
 
 
-def _base_forward(adapter: ModelAdapter, prior: RecordedRun, runs: list[RunInput], starts: list[int], comps):
-    """Forward of `runs`, which equal `prior`'s runs before starts[i], from there on only (as `record_from`),
-    with a zero leaf added to each component output there. Yields (run indices, start, outputs, leaves,
-    last-position logits) per batch of runs with the same (start, length)."""
-    dev = adapter.device
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, (r, st) in enumerate(zip(runs, starts)):
-        groups.setdefault((min(st, len(r.ids) - 1), len(r.ids)), []).append(i)
-    for (start, T), idx in sorted(groups.items()):
-        src = torch.tensor([prior.offsets[i] for i in idx for _ in range(runs[i].n_rows)], device=dev)
-        n = T - start
-        ids, noise, _ = _batch_inputs(adapter, [runs[i] for i in idx])
-        hidden = block0_inputs(adapter, ids, (lambda _m, _i, out: out + noise) if noise is not None else None)
-        hidden = hidden[:, start:]
-        call = call_kwargs(prior.block_call, torch.arange(start, T, device=dev)[None],
-                           causal_mask(start, n, hidden.dtype, dev))
-        call[cache_name(adapter.layer(0))] = PrefixKV(lambda layer: kv_rows(prior.kv[layer], src, start))
-        acts, leaves, handles = {}, {}, []
-
-        def hook(key):
-            def fn(_m, _inp, out):
-                h = first_tensor(out)
-                acts[key] = h.detach()
-                leaves[key] = torch.zeros_like(h, requires_grad=True)
-                return with_first_tensor(out, h + leaves[key])
-
-            return fn
-
-        for c in comps:
-            for layer in range(adapter.n_layers):
-                handles.append(adapter.component(c, layer).register_forward_hook(hook((c, layer))))
-        try:
-            with torch.enable_grad():
-                for layer in range(adapter.n_layers):
-                    hidden = first_tensor(adapter.layer(layer)(hidden, **call))
-                logits = adapter.unembed(adapter.final_norm(hidden[:, -1:]))[:, -1]
-        finally:
-            for h in handles:
-                h.remove()
-        yield idx, start, acts, leaves, logits
-
-
 def attribution_maps(adapter: ModelAdapter, corruptions: list[Corruption], config: TraceConfig,
-                     clean: RecordedRun | None = None):
+                     clean: RecordedRun | None = None, record_base: bool = False):
     """Per fact: an AttributionSetup and the estimated maps component -> metric -> [layer x position].
 
     The base run is computed from the first corrupted token on (earlier positions are identical in both runs,
     so every estimate there is 0, as the exact value is): one forward with gradients and one backward per
-    metric. `clean`: the clean runs' full recording when already made (`record_runs`)."""
+    metric. `clean`: the clean runs' full recording when already made (`record_runs`). With `record_base`
+    (denoising only), the same forward also records the corrupted runs as `record_from(..., acts=(),
+    base=True)` would, value for value, and a third item returns that recording: the exact tracer can then
+    confirm estimates without a second corrupted forward."""
     denoise = config.direction == "denoise"
+    if record_base and not denoise:
+        raise ValueError("record_base needs the denoising direction (the base run is the corrupted one)")
     clean_runs, corr_runs = [c.clean for c in corruptions], [c.corrupted for c in corruptions]
     starts = [_first_changed(c) for c in corruptions]
     clean = clean if clean is not None else record_runs(adapter, clean_runs)
     comps = tuple(config.components)
     base_runs = corr_runs if denoise else clean_runs
     source = clean if denoise else record_from(adapter, clean, corr_runs, starts, acts=comps, base=False)
-    batches = list(_base_forward(adapter, clean, base_runs, starts, comps))
+    modules = _modules(adapter, comps, record_base)
+    batches = list(forward_from(adapter, clean, base_runs, starts, modules, record_base, leaves=comps))
+    base_record = assemble_from(adapter, clean, base_runs, batches, modules, True) if record_base else None
     dev = clean.logits.device
     b_off, s_off = _offsets(base_runs), source.offsets
-    base_logits = torch.zeros((b_off[-1], clean.logits.shape[-1]), dtype=batches[0][4].dtype, device=dev)
+    base_logits = torch.zeros((b_off[-1], clean.logits.shape[-1]), dtype=batches[0][8].dtype, device=dev)
     order = torch.tensor([r for idx, *_ in batches for i in idx for r in range(b_off[i], b_off[i + 1])], device=dev)
-    base_logits = base_logits.index_put((order,), torch.cat([b[4] for b in batches]))
+    base_logits = base_logits.index_put((order,), torch.cat([b[8] for b in batches]))
     c_logits = base_logits if denoise else source.logits
     alts = _alt_ids(corruptions, c_logits.detach(), _offsets(corr_runs))
     clean_lp = torch.log_softmax(clean.logits.double(), -1)  # one row per fact
@@ -170,7 +144,7 @@ def attribution_maps(adapter: ModelAdapter, corruptions: list[Corruption], confi
     tgt = torch.tensor([c.target_id for c in corruptions], device=dev)
     alt = torch.tensor(alts, device=dev)
     base_m = torch_metrics(base_logits, tgt[fact_of], alt[fact_of], clean_lp[fact_of])
-    leaf_list = [leaf for b in batches for leaf in b[3].values()]
+    leaf_list = [leaf for b in batches for leaf in b[9].values()]
     grads = {}
     for j, m in enumerate(config.metrics):
         g = torch.autograd.grad(base_m[m].sum(), leaf_list, retain_graph=j < len(config.metrics) - 1,
@@ -184,7 +158,7 @@ def attribution_maps(adapter: ModelAdapter, corruptions: list[Corruption], confi
         L = adapter.n_layers
         setups, maps = [None] * len(corruptions), [None] * len(corruptions)
         k = 0
-        for idx, start, acts, leaves, _ in batches:
+        for idx, _rows, _src, start, _T, _inputs, acts, _kv, _logits, leaves in batches:
             keys = list(leaves)
             local = 0  # this batch's rows, run by run
             for i in idx:
@@ -213,4 +187,4 @@ def attribution_maps(adapter: ModelAdapter, corruptions: list[Corruption], confi
                         fact_maps[comp][m] = base_val[m] + est.cpu().numpy()
                 maps[i] = fact_maps
             k += len(keys)
-    return setups, maps
+    return (setups, maps, base_record) if record_base else (setups, maps)

@@ -130,7 +130,8 @@ def choose_site_layers(model, tok, facts, table, window: int | None = None, excl
     samples and seed of the traces (its components, metrics, window and positions are overridden).
     `two_stage="auto"`: two-stage when the model has at least 8 x top_k layers, else exact-only (on smaller models
     confirming k layers per site is a large part of all of them, and the exact tracer alone costs about as much). `timings`, when given, gets
-    the CPU seconds of each part added to it: `recorded_runs` (clean and corrupted runs), `attribution`,
+    the CPU seconds of each part added to it: `recorded_runs` (clean and corrupted runs; two-stage: the clean
+    runs only), `attribution` (two-stage: its forward, which also records the corrupted runs, and backward),
     `confirmed` (exact effects)."""
     import time
     from kdel.models.adapter import ModelAdapter
@@ -138,6 +139,7 @@ def choose_site_layers(model, tok, facts, table, window: int | None = None, excl
     from kdel.trace.attribution import attribution_maps
     from kdel.trace.corrupt import embedding_std
     from kdel.trace.patch import build_setups
+    from kdel.trace.record import record_runs
 
     adapter = ModelAdapter(model, tok)
     L = adapter.n_layers
@@ -166,15 +168,21 @@ def choose_site_layers(model, tok, facts, table, window: int | None = None, excl
 
     sigma = embedding_std(adapter.embedding_matrix())
     corrs = [_corruption(tok, f, table, adapter, cfg, sigma)[0] for f in facts]
-    setups = build_setups(adapter, corrs, cfg.direction)
-    lap("recorded_runs")
     positions = [{"subject_last": max(c.clean.subject_positions), "last": len(c.clean.ids) - 1} for c in corrs]
     subjects = [[q for q in c.clean.subject_positions if q != max(c.clean.subject_positions)] for c in corrs]
     subjects = [[max(c.clean.subject_positions)] + rest for c, rest in zip(corrs, subjects)]  # the last one first
     attr = None
+    if two_stage and cfg.direction == "denoise":  # attribution's forward records the corrupted runs too
+        clean = record_runs(adapter, [c.clean for c in corrs])
+        lap("recorded_runs")
+        a_setups, maps, corrupted = attribution_maps(adapter, corrs, cfg, clean=clean, record_base=True)
+        setups = build_setups(adapter, corrs, cfg.direction, recorded=(clean, corrupted))
+    else:
+        setups = build_setups(adapter, corrs, cfg.direction)
+        lap("recorded_runs")
+        if two_stage:
+            a_setups, maps = attribution_maps(adapter, corrs, cfg, clean=setups[0].base_run)  # noising: clean
     if two_stage:
-        clean = setups[0].source_run if cfg.direction == "denoise" else setups[0].base_run  # recorded once
-        a_setups, maps = attribution_maps(adapter, corrs, cfg, clean=clean)
         attr = [{s: normalized_effect(m["mlp"]["prob"][:, pos[s]], a.clean["prob"], a.corrupted["prob"],
                                       cfg.direction) for s in SITE_NAMES} for a, m, pos in zip(a_setups, maps, positions)]
         lap("attribution")

@@ -85,15 +85,21 @@ def _first_changed(c: Corruption) -> int:
     return min(differs + noised + [len(a.ids)])
 
 
-def build_setups(adapter: ModelAdapter, corruptions: list[Corruption], direction: str) -> list[TraceSetup]:
+def build_setups(adapter: ModelAdapter, corruptions: list[Corruption], direction: str,
+                 recorded: tuple | None = None) -> list[TraceSetup]:
     """Record the clean and corrupted runs of every fact (two batched forwards) and fix each fact's o'
-    (gn: the corrupted run's most probable token other than o)."""
+    (gn: the corrupted run's most probable token other than o). `recorded`: (clean, corrupted) recordings
+    already made exactly as these would be (e.g. the corrupted one by attribution's forward)."""
     if direction not in DIRECTIONS:
         raise ValueError(f"unknown direction {direction!r}")
     denoise = direction == "denoise"
-    clean = record_runs(adapter, [c.clean for c in corruptions])  # everything: one row per fact
-    corrupted = record_from(adapter, clean, [c.corrupted for c in corruptions], [_first_changed(c) for c in corruptions],
-                            acts=() if denoise else COMPONENTS, base=denoise)
+    if recorded is not None:
+        clean, corrupted = recorded
+    else:
+        clean = record_runs(adapter, [c.clean for c in corruptions])  # everything: one row per fact
+        corrupted = record_from(adapter, clean, [c.corrupted for c in corruptions],
+                                [_first_changed(c) for c in corruptions], acts=() if denoise else COMPONENTS,
+                                base=denoise)
     setups = []
     for i, c in enumerate(corruptions):
         o = c.target_id

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kdel.models.adapter import ModelAdapter, first_tensor
+from kdel.models.adapter import ModelAdapter, first_tensor, with_first_tensor
 from kdel.models.hooks import record_outputs
 from kdel.trace.blocks import RecordKV, bind_call, block0_inputs, cache_name, call_kwargs, causal_mask, kv_rows
 from kdel.trace.corrupt import RunInput
@@ -145,17 +145,65 @@ def record_run(adapter: ModelAdapter, run: RunInput) -> RecordedRun:
     return record_runs(adapter, [run])
 
 
-@torch.no_grad()
-def record_from(adapter: ModelAdapter, prior: RecordedRun, runs: list[RunInput], starts: list[int],
-                acts=COMPONENTS, base: bool = True) -> RecordedRun:
-    """Record `runs`, where run i equals run i of `prior` (a full recording, one row per run) before position
-    starts[i]: positions from starts[i] on are computed, attending to `prior`'s keys/values; earlier ones are
-    copied. Runs with the same (start, length) share one batch."""
+def forward_from(adapter: ModelAdapter, prior: RecordedRun, runs: list[RunInput], starts: list[int],
+                 modules: dict, base: bool, leaves=()):
+    """The forward of `runs` from position starts[i] on (run i equals `prior`'s run i before it), attending to
+    `prior`'s keys/values; runs with the same (start, length) share one batch. Yields per batch
+    (idx, rows, src, start, T, block inputs, outputs, keys/values, last-position logits, leaf tensors):
+    `outputs` of the `modules` ({(component, layer): module}); with `base`, each block's input and its new
+    keys/values. `leaves`: components whose outputs get a zero tensor requiring gradients added (in `leaf
+    tensors`), so that gradients of anything computed from the logits reach them (attribution patching)."""
     n_layers, dev = adapter.n_layers, adapter.device
-    modules = _modules(adapter, acts, base)
+    offsets = _offsets(runs)
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, (r, s) in enumerate(zip(runs, starts)):
+        groups[(min(s, len(r.ids) - 1), len(r.ids))].append(i)
+    for (start, T), idx in sorted(groups.items()):
+        rows = torch.tensor([r for i in idx for r in range(offsets[i], offsets[i + 1])], device=dev)
+        src = torch.tensor([prior.offsets[i] for i in idx for _ in range(runs[i].n_rows)], device=dev)
+        n = T - start
+        ids, noise, _ = _batch_inputs(adapter, [runs[i] for i in idx])
+        hook = (lambda _m, _i, out: out + noise) if noise is not None else None
+        hidden = block0_inputs(adapter, ids, hook)[:, start:]
+        pos = start + torch.arange(n, device=dev)[None, :]
+        call = call_kwargs(prior.block_call, pos, causal_mask(start, n, hidden.dtype, dev))
+        rec = RecordKV(lambda layer, src=src, start=start: kv_rows(prior.kv[layer], src, start))
+        outputs, leaf, inputs, handles = {}, {}, [], []
+
+        def capture(key):
+            def fn(_m, _inp, out):
+                h = first_tensor(out)
+                outputs[key] = h.detach()
+                if key[0] not in leaves:
+                    return None
+                leaf[key] = torch.zeros_like(h, requires_grad=True)
+                return with_first_tensor(out, h + leaf[key])
+
+            return fn
+
+        for key, module in modules.items():
+            handles.append(module.register_forward_hook(capture(key)))
+        try:
+            with torch.set_grad_enabled(bool(leaves)):
+                for layer in range(n_layers):
+                    if base:
+                        inputs.append(hidden.detach())
+                    block = adapter.layer(layer)
+                    hidden = first_tensor(block(hidden, **{**call, cache_name(block): rec}))
+                logits = adapter.unembed(adapter.final_norm(hidden[:, -1:]))[:, -1]
+        finally:
+            for h in handles:
+                h.remove()
+        yield idx, rows, src, start, T, inputs, outputs, rec.kv, logits, leaf
+
+
+def assemble_from(adapter: ModelAdapter, prior: RecordedRun, runs: list[RunInput], batches, modules: dict,
+                  base: bool) -> RecordedRun:
+    """The RecordedRun of `forward_from`'s batches: each row's computed positions, and `prior`'s values before
+    them (where both runs are identical)."""
+    n_layers, dev = adapter.n_layers, adapter.device
     offsets = _offsets(runs)
     t_max = max(len(r.ids) for r in runs)
-    prior_row = [prior.offsets[i] for i in range(len(runs))]
 
     def full_like(x: torch.Tensor, kv: bool = False) -> torch.Tensor:
         shape = (offsets[-1], x.shape[1], t_max, x.shape[3]) if kv else (offsets[-1], t_max, *x.shape[2:])
@@ -165,40 +213,32 @@ def record_from(adapter: ModelAdapter, prior: RecordedRun, runs: list[RunInput],
     out_in = [full_like(x) for x in prior.block_inputs] if base else []
     out_kv = {i: tuple(full_like(x, kv=True) for x in prior.kv[i]) for i in range(n_layers)} if base else {}
     logits = torch.zeros((offsets[-1], prior.logits.shape[-1]), dtype=prior.logits.dtype, device=dev)
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, (r, s) in enumerate(zip(runs, starts)):
-        groups[(min(s, len(r.ids) - 1), len(r.ids))].append(i)
-    for (start, T), idx in sorted(groups.items()):
-        rows = torch.tensor([r for i in idx for r in range(offsets[i], offsets[i + 1])], device=dev)
-        src = torch.tensor([prior_row[i] for i in idx for _ in range(runs[i].n_rows)], device=dev)
-        n = T - start
-        ids, noise, _ = _batch_inputs(adapter, [runs[i] for i in idx])
-        hook = (lambda _m, _i, out: out + noise) if noise is not None else None
-        hidden = block0_inputs(adapter, ids, hook)[:, start:]
-        pos = start + torch.arange(n, device=dev)[None, :]
-        call = call_kwargs(prior.block_call, pos, causal_mask(start, n, hidden.dtype, dev))
-        rec = RecordKV(lambda layer: kv_rows(prior.kv[layer], src, start))
-        names = {k: f"{k[0]}.{k[1]}" for k in modules}
-        with record_outputs({names[k]: m for k, m in modules.items()}) as store:
-            for layer in range(n_layers):
-                if base:
-                    out_in[layer][rows, start:T] = hidden
-                block = adapter.layer(layer)
-                hidden = first_tensor(block(hidden, **{**call, cache_name(block): rec}))
+    with torch.no_grad():
+        for _idx, rows, src, start, T, inputs, outputs, kv, last_logits, _leaf in batches:
+            logits[rows] = last_logits.detach().to(logits.dtype)
             for k in modules:
-                out_acts[k][rows, start:T] = store[names[k]]
-        logits[rows] = adapter.unembed(adapter.final_norm(hidden[:, -1:]))[:, -1].to(logits.dtype)
-        for layer in range(n_layers):
-            for k in [k for k in modules if k[1] == layer]:
+                out_acts[k][rows, start:T] = outputs[k]
                 out_acts[k][rows, :start] = prior.acts[k][src, :start]
-            if base:
+            for layer in range(n_layers if base else 0):
+                out_in[layer][rows, start:T] = inputs[layer]
                 out_in[layer][rows, :start] = prior.block_inputs[layer][src, :start]
                 for j in range(2):
-                    out_kv[layer][j][rows, :, start:T] = rec.kv[layer][j]
+                    out_kv[layer][j][rows, :, start:T] = kv[layer][j]
                     out_kv[layer][j][rows, :, :start] = prior.kv[layer][j][src, :, :start]
     result = RecordedRun(out_acts, out_in, prior.block_call, logits, out_kv, offsets)
     result.additive = base and _is_additive(result, n_layers)
     return result
+
+
+@torch.no_grad()
+def record_from(adapter: ModelAdapter, prior: RecordedRun, runs: list[RunInput], starts: list[int],
+                acts=COMPONENTS, base: bool = True) -> RecordedRun:
+    """Record `runs`, where run i equals run i of `prior` (a full recording, one row per run) before position
+    starts[i]: positions from starts[i] on are computed, attending to `prior`'s keys/values; earlier ones are
+    copied. Runs with the same (start, length) share one batch."""
+    modules = _modules(adapter, acts, base)
+    batches = forward_from(adapter, prior, runs, starts, modules, base)
+    return assemble_from(adapter, prior, runs, batches, modules, base)
 
 
 def _is_additive(rec: RecordedRun, n_layers: int) -> bool:

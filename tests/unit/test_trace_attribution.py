@@ -156,3 +156,30 @@ def test_cli_method_attribution(random_model_dir, tmp_path, capsys, monkeypatch)
     rc = main(["trace", "--model", str(random_model_dir("gpt2")), "--facts", str(facts), "--out", str(out),
                "--method", "guess"])
     assert rc == 2 and "unknown method" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
+def test_recorded_base_equals_record_from(random_model, family):
+    """Attribution's forward (gradients on) records the corrupted runs exactly as record_from does (no grad),
+    so two-stage layer choice confirms on it without a second corrupted forward; the estimates are unchanged."""
+    from kdel.trace.patch import _first_changed
+    from kdel.trace.record import record_from, record_runs
+
+    model, tok = random_model(family)
+    adapter = ModelAdapter(model, tok)
+    cfg = TraceConfig(noise_samples=3, components=("mlp",), metrics=("prob",), window=2)
+    corr = [_corruption(tok, f, TABLE, adapter, cfg, 1.0)[0] for f in FACTS]
+    clean = record_runs(adapter, [c.clean for c in corr])
+    setups, maps, base = attribution_maps(adapter, corr, cfg, clean=clean, record_base=True)
+    ref = record_from(adapter, clean, [c.corrupted for c in corr], [_first_changed(c) for c in corr], acts=(),
+                      base=True)
+    assert set(base.acts) == set(ref.acts) and base.additive == ref.additive and base.offsets == ref.offsets
+    assert all(torch.equal(base.acts[k], ref.acts[k]) for k in ref.acts)
+    assert all(torch.equal(a, b) for a, b in zip(base.block_inputs, ref.block_inputs))
+    assert all(torch.equal(base.kv[i][j], ref.kv[i][j]) for i in ref.kv for j in range(2))
+    assert torch.equal(base.logits, ref.logits) and not base.logits.requires_grad
+    _, maps2 = attribution_maps(adapter, corr, cfg, clean=clean)
+    for m, m2 in zip(maps, maps2):
+        assert np.array_equal(m["mlp"]["prob"], m2["mlp"]["prob"])
+    with pytest.raises(ValueError, match="denoising"):
+        attribution_maps(adapter, corr, TraceConfig(direction="noise", components=("mlp",)), record_base=True)
