@@ -20,7 +20,7 @@ them), the exact tracer confirms the top k (3) of each site; both numbers are re
 layer at both sites. Either way the other subject tokens are traced only for layers whose effect at the last
 subject token reaches the embedding threshold (no other layer can be embedding-like). Default ("auto"):
 two-stage for models of >= 8k layers (24 for k = 3), exact-only below, where two-stage saves little or nothing
-(measured: 12 layers 1.13x, 16 layers 1.27x, 24 layers 1.69-1.99x on random real-shape Llamas; docs/trace.md).
+(measured: 12 layers 1.29x, 16 layers 1.53x, 24 layers 2.17x on random real-shape Llamas; docs/trace.md).
 Window default: 1 for models of <= 8 layers, else round(n_layers / 6) (ROME's window of 10 was for 48 layers).
 """
 

@@ -83,7 +83,7 @@ def test_two_stage_matches_exact_on_the_trained_model(trained_model_dir, tiny_kg
 
 @pytest.mark.parametrize("layers,top_k,method", [(12, 3, "exact"), (24, 3, "two-stage"), (16, 2, "two-stage")])
 def test_auto_uses_two_stage_from_8_top_k_layers(random_model, layers, top_k, method):
-    """`two_stage="auto"`: exact-only below 8 x top_k layers (two-stage saved 1.13x at 12 layers), two-stage from
+    """`two_stage="auto"`: exact-only below 8 x top_k layers (two-stage saved 1.29x at 12 layers), two-stage from
     there on."""
     from kdel.facts import Fact, FactTable
     from kdel.trace import TraceConfig
