@@ -128,9 +128,9 @@ def choose_site_layers(model, tok, facts, table, window: int | None = None, excl
                        timings: dict | None = None) -> list[LayerChoice]:
     """The edit site and layer of each fact (see the module docstring). `config` sets the corruption, noise
     samples and seed of the traces (its components, metrics, window and positions are overridden).
-    `two_stage="auto"`: two-stage when the model has at least 8 x top_k layers, else exact-only (on smaller models
-    confirming k layers per site is a large part of all of them, and the exact tracer alone costs about as much). `timings`, when given, gets
-    the CPU seconds of each part added to it: `recorded_runs` (clean and corrupted runs; two-stage: the clean
+    `two_stage="auto"`: two-stage when the model has at least 8 x top_k layers, else exact-only (on smaller
+    models confirming k layers per site is a large part of all of them, and the exact tracer alone costs about
+    as much). `timings`, when given, gets the CPU seconds of each part added to it: `recorded_runs` (clean and corrupted runs; two-stage: the clean
     runs only), `attribution` (two-stage: its forward, which also records the corrupted runs, and backward),
     `confirmed` (exact effects)."""
     import time
