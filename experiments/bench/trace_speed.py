@@ -148,7 +148,7 @@ def main() -> None:
                                                 trace_many(m64, tok, check, table, fast_cfg))
         model.float()
     from kdel.models.adapter import ModelAdapter
-    from kdel.trace.engine import min_tokens_for
+    from kdel.trace.schedule import min_tokens_for
 
     res["batch_min_tokens"] = min_tokens_for(ModelAdapter(model, tok))
     if args.profile:

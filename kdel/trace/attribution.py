@@ -22,15 +22,13 @@ from dataclasses import dataclass
 
 import torch
 
-from kdel.models.adapter import ModelAdapter, first_tensor, with_first_tensor
+from kdel.models.adapter import ModelAdapter
 from kdel.trace.config import TraceConfig
-from kdel.trace.corrupt import Corruption, RunInput
+from kdel.trace.corrupt import Corruption
 from kdel.trace.metrics import METRICS
 from kdel.trace.patch import _first_changed, window_layers
 from kdel.trace.record import (
-    COMPONENTS,
     RecordedRun,
-    _batch_inputs,
     _modules,
     _offsets,
     assemble_from,
@@ -49,40 +47,6 @@ class AttributionSetup:
     target_id: int
     alt_id: int
     length: int
-
-
-def _forward(adapter: ModelAdapter, runs: list[RunInput], grad: bool):
-    """Forward with every component output recorded. With `grad`, a zero leaf is added to each output so
-    that its gradient is the metric's gradient with respect to that output. Returns (outputs, leaves,
-    logits at each row's last real position)."""
-    ids, noise, last = _batch_inputs(adapter, runs)
-    acts, leaves, handles = {}, {}, []
-
-    def hook(key):
-        def fn(_m, _inp, out):
-            h = first_tensor(out)
-            acts[key] = h.detach()
-            if not grad:
-                return None
-            leaves[key] = torch.zeros_like(h, requires_grad=True)
-            return with_first_tensor(out, h + leaves[key])
-
-        return fn
-
-    for c in COMPONENTS:
-        for i in range(adapter.n_layers):
-            handles.append(adapter.component(c, i).register_forward_hook(hook((c, i))))
-    if noise is not None:
-        handles.append(adapter.embed.register_forward_hook(lambda _m, _i, out: out + noise))
-    keep = torch.unique(last)
-    try:
-        with torch.set_grad_enabled(grad):
-            out = adapter.model(input_ids=ids, use_cache=False, logits_to_keep=keep)
-    finally:
-        for h in handles:
-            h.remove()
-    logits = out.logits[torch.arange(len(last), device=last.device), torch.searchsorted(keep, last)]
-    return acts, leaves, logits
 
 
 def torch_metrics(logits: torch.Tensor, target: torch.Tensor, alt: torch.Tensor, clean_lp: torch.Tensor) -> dict:

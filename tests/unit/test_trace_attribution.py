@@ -12,15 +12,35 @@ from kdel.facts import Fact, FactTable
 from kdel.models.adapter import ModelAdapter, first_tensor, with_first_tensor
 from kdel.trace import TraceConfig, load_traces, save_traces, trace_many
 from kdel.trace.api import _corruption
-from kdel.trace.attribution import _forward, attribution_maps
+from kdel.trace.attribution import attribution_maps
 from kdel.trace.metrics import mean_metrics, row_metrics
-from kdel.trace.record import _batch_inputs
+from kdel.trace.record import COMPONENTS, _batch_inputs
 
 FACTS = [
     Fact(0, "Maria Lopez", "John Smith", None, ("Maria Lopez works with",)),
     Fact(1, "Peter Pan", "London", None, ("the capital city of Peter Pan is",)),
 ]
 TABLE = FactTable(FACTS, "facts", "test")
+
+
+def _forward(adapter, runs):
+    """An ordinary full forward (not the recorder under test): every component output, and the logits at each
+    row's last real position."""
+    ids, noise, last = _batch_inputs(adapter, runs)
+    acts, handles = {}, []
+    for c in COMPONENTS:
+        for i in range(adapter.n_layers):
+            handles.append(adapter.component(c, i).register_forward_hook(
+                lambda _m, _inp, out, key=(c, i): acts.__setitem__(key, first_tensor(out).detach())))
+    if noise is not None:
+        handles.append(adapter.embed.register_forward_hook(lambda _m, _i, out: out + noise))
+    try:
+        with torch.no_grad():
+            out = adapter.model(input_ids=ids, use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    return acts, None, out.logits[torch.arange(len(last)), last]
 
 
 def _patched(adapter, run, comp, layer, pos, values, o, alt, clean_lp):
@@ -55,9 +75,9 @@ def test_estimate_is_the_directional_derivative(random_model, direction):
     corr = _corruption(tok, FACTS[0], TABLE, adapter, config, None)[0]
     (setup,), (maps,) = attribution_maps(adapter, [corr], config)
     base, src = (corr.corrupted, corr.clean) if direction == "denoise" else (corr.clean, corr.corrupted)
-    base_acts = _forward(adapter, [base], grad=False)[0]
-    src_acts = _forward(adapter, [src], grad=False)[0]
-    clean_lp = torch.log_softmax(_forward(adapter, [corr.clean], grad=False)[2][0].double(), -1)
+    base_acts = _forward(adapter, [base])[0]
+    src_acts = _forward(adapter, [src])[0]
+    clean_lp = torch.log_softmax(_forward(adapter, [corr.clean])[2][0].double(), -1)
     rows = max(base.n_rows, src.n_rows)
     base_m = setup.corrupted if direction == "denoise" else setup.clean
     eps = 1e-4
