@@ -111,7 +111,8 @@ def write_results(path: Path, rec: dict, figures: dict) -> None:
     fig_dir.mkdir(parents=True, exist_ok=True)
     for name, src in figures.items():
         dst = fig_dir / Path(src).name
-        shutil.copyfile(src, dst)
+        if Path(src).resolve() != dst.resolve():  # --results-md inside --out: the figure is already there
+            shutil.copyfile(src, dst)
         L += ["", f"![{name}](figures/{dst.name})"]
     L += ["", "## Stage times (s)", "",
           "This invocation's own stage times (a stage already finished in the output directory is not rerun: "
