@@ -115,7 +115,8 @@ def trace_many(model, tok, facts, table: FactTable, config: TraceConfig, progres
         if config.method == "attribution":
             from kdel.trace.attribution import attribution_maps
 
-            setups, maps = attribution_maps(adapter, corruptions, config)
+            attribution = attribution_maps(adapter, corruptions, config)
+            setups, maps = attribution.setups, attribution.maps
         else:
             setups = build_setups(adapter, corruptions, config.direction)
             cells = [map_sites(config, L, s.length, c.clean.subject_positions) for s, c in zip(setups, corruptions)]

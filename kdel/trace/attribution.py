@@ -49,6 +49,16 @@ class AttributionSetup:
     length: int
 
 
+@dataclass
+class Attribution:
+    """attribution_maps' result: per fact a setup and the estimated maps component -> metric -> [layer x
+    position]; `base_run`: the corrupted runs' recording, when asked for (`record_base`), else None."""
+
+    setups: list[AttributionSetup]
+    maps: list[dict]
+    base_run: RecordedRun | None = None
+
+
 def torch_metrics(logits: torch.Tensor, target: torch.Tensor, alt: torch.Tensor, clean_lp: torch.Tensor) -> dict:
     """Differentiable per-row metrics (float64); target/alt (rows,), clean_lp (rows, vocab)."""
     z = logits.double()
@@ -75,15 +85,15 @@ def _alt_ids(corruptions: list[Corruption], c_logits: torch.Tensor, offsets: lis
 
 
 def attribution_maps(adapter: ModelAdapter, corruptions: list[Corruption], config: TraceConfig,
-                     clean: RecordedRun | None = None, record_base: bool = False):
+                     clean: RecordedRun | None = None, record_base: bool = False) -> Attribution:
     """Per fact: an AttributionSetup and the estimated maps component -> metric -> [layer x position].
 
     The base run is computed from the first corrupted token on (earlier positions are identical in both runs,
     so every estimate there is 0, as the exact value is): one forward with gradients and one backward per
     metric. `clean`: the clean runs' full recording when already made (`record_runs`). With `record_base`
     (denoising only), the same forward also records the corrupted runs as `record_from(..., acts=(),
-    base=True)` would, value for value, and a third item returns that recording: the exact tracer can then
-    confirm estimates without a second corrupted forward."""
+    base=True)` would, value for value, returned as `base_run`: the exact tracer can then confirm estimates
+    without a second corrupted forward."""
     denoise = config.direction == "denoise"
     if record_base and not denoise:
         raise ValueError("record_base needs the denoising direction (the base run is the corrupted one)")
@@ -151,4 +161,4 @@ def attribution_maps(adapter: ModelAdapter, corruptions: list[Corruption], confi
                         fact_maps[comp][m] = base_val[m] + est.cpu().numpy()
                 maps[i] = fact_maps
             k += len(keys)
-    return (setups, maps, base_record) if record_base else (setups, maps)
+    return Attribution(setups, maps, base_record)

@@ -175,16 +175,16 @@ def choose_site_layers(model, tok, facts, table, window: int | None = None, excl
     if two_stage and cfg.direction == "denoise":  # attribution's forward records the corrupted runs too
         clean = record_runs(adapter, [c.clean for c in corrs])
         lap("recorded_runs")
-        a_setups, maps, corrupted = attribution_maps(adapter, corrs, cfg, clean=clean, record_base=True)
-        setups = build_setups(adapter, corrs, cfg.direction, recorded=(clean, corrupted))
+        attribution = attribution_maps(adapter, corrs, cfg, clean=clean, record_base=True)
+        setups = build_setups(adapter, corrs, cfg.direction, recorded=(clean, attribution.base_run))
     else:
         setups = build_setups(adapter, corrs, cfg.direction)
         lap("recorded_runs")
         if two_stage:
-            a_setups, maps = attribution_maps(adapter, corrs, cfg, clean=setups[0].base_run)  # noising: clean
+            attribution = attribution_maps(adapter, corrs, cfg, clean=setups[0].base_run)  # noising: clean
     if two_stage:
         attr = [{s: normalized_effect(m["mlp"]["prob"][:, pos[s]], a.clean["prob"], a.corrupted["prob"],
-                                      cfg.direction) for s in SITE_NAMES} for a, m, pos in zip(a_setups, maps, positions)]
+                                      cfg.direction) for s in SITE_NAMES} for a, m, pos in zip(attribution.setups, attribution.maps, positions)]
         lap("attribution")
     todo = [{s: (list(range(L)) if attr is None else _ranked(attr[i][s], listed)) for s in SITE_NAMES}
             for i in range(len(facts))]

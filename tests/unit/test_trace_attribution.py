@@ -73,7 +73,8 @@ def test_estimate_is_the_directional_derivative(random_model, direction):
     adapter = ModelAdapter(model, tok)
     config = TraceConfig(noise_samples=3, direction=direction)
     corr = _corruption(tok, FACTS[0], TABLE, adapter, config, None)[0]
-    (setup,), (maps,) = attribution_maps(adapter, [corr], config)
+    a = attribution_maps(adapter, [corr], config)
+    (setup,), (maps,) = a.setups, a.maps
     base, src = (corr.corrupted, corr.clean) if direction == "denoise" else (corr.clean, corr.corrupted)
     base_acts = _forward(adapter, [base])[0]
     src_acts = _forward(adapter, [src])[0]
@@ -190,7 +191,8 @@ def test_recorded_base_equals_record_from(random_model, family):
     cfg = TraceConfig(noise_samples=3, components=("mlp",), metrics=("prob",), window=2)
     corr = [_corruption(tok, f, TABLE, adapter, cfg, 1.0)[0] for f in FACTS]
     clean = record_runs(adapter, [c.clean for c in corr])
-    setups, maps, base = attribution_maps(adapter, corr, cfg, clean=clean, record_base=True)
+    a = attribution_maps(adapter, corr, cfg, clean=clean, record_base=True)
+    setups, maps, base = a.setups, a.maps, a.base_run
     ref = record_from(adapter, clean, [c.corrupted for c in corr], [_first_changed(c) for c in corr], acts=(),
                       base=True)
     assert set(base.acts) == set(ref.acts) and base.additive == ref.additive and base.offsets == ref.offsets
@@ -198,7 +200,9 @@ def test_recorded_base_equals_record_from(random_model, family):
     assert all(torch.equal(a, b) for a, b in zip(base.block_inputs, ref.block_inputs))
     assert all(torch.equal(base.kv[i][j], ref.kv[i][j]) for i in ref.kv for j in range(2))
     assert torch.equal(base.logits, ref.logits) and not base.logits.requires_grad
-    _, maps2 = attribution_maps(adapter, corr, cfg, clean=clean)
+    a2 = attribution_maps(adapter, corr, cfg, clean=clean)
+    maps2 = a2.maps
+    assert a2.base_run is None
     for m, m2 in zip(maps, maps2):
         assert np.array_equal(m["mlp"]["prob"], m2["mlp"]["prob"])
     with pytest.raises(ValueError, match="denoising"):
