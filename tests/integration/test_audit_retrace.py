@@ -69,3 +69,25 @@ def test_a_changed_model_or_missing_plan_is_said(audit_dir, tmp_path):
     (copy / "plan.json").unlink()
     with pytest.raises(UserError, match="not a finished audit"):
         retrace_audit(copy)
+
+
+def test_the_experiment_script_tables_every_audit(audit_dir, tmp_path, monkeypatch):
+    from tests.experiment_modules import load
+
+    script = load("experiments/retrace/run.py", "retrace_run")
+    run = tmp_path / "experiment"
+    (run / "audits").mkdir(parents=True)
+    shutil.copytree(audit_dir, run / "audits" / "a")  # the layout of a sweep's output directory
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    monkeypatch.setattr("sys.argv", ["run.py", "--runs", str(run), "--out", str(out), "--results-md", str(md)])
+    script.main()
+    rows = json.loads(out.read_text())["audits"]
+    assert len(rows) == 1 and rows[0]["reproduced"] and rows[0]["experiment"] == "experiment"
+    text = md.read_text()
+    assert "| experiment | 1 |" in text and "None: every case and every choice is reproduced." in text
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setattr("sys.argv", ["run.py", "--runs", str(empty), "--out", str(tmp_path / "e.json")])
+    with pytest.raises(SystemExit, match="holds no finished audit"):
+        script.main()
+    assert not (tmp_path / "e.json").exists()
