@@ -5,12 +5,13 @@ from a windowed trace, and every case records Hase et al.'s tracing effect at it
 changes (faster batching moves values in their last bits), a published result made by an older kdel stays
 valid exactly when the current code makes the same choices and (nearly) the same effects for its targets.
 This module checks that, without editing anything: it reads OUT/plan.json (the targets and the cases as
-planned), traces the targets again on the audited model and lists the cases anew, then compares them case by
-case. Nothing in the audit directory is written.
+planned), traces the targets again on the audited model (also when the audit reused a `kdel trace` run) and
+lists the cases anew, then compares them case by case. Nothing in the audit directory is written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -92,7 +93,9 @@ def retrace_audit(audit_dir, device: str = "cpu", max_listed: int = 10) -> Retra
     same_model = ident is None or model_identity(model_dir) == ident
     model, tok = load_model_for_table(model_dir, table, device)
     n_layers = ModelAdapter(model, tok).n_layers
-    traces = trace_targets(model, tok, table, targets, config, n_layers, need_peaks=config.needs_choice)
+    # an audit that reused a `kdel trace` run (--traces) is traced anew: the question is what today's tracer says
+    fresh = dataclasses.replace(config, traces_dir=None)
+    traces = trace_targets(model, tok, table, targets, fresh, n_layers, need_peaks=config.needs_choice)
     now = {s.case_id: s for s in build_cases(table, targets, traces, config, n_layers)}
 
     notes: list[str] = []
