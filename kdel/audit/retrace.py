@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,8 @@ class RetraceReport:
     model_identical: bool  # the model directory still hashes to the audited model
     targets: int
     cases: int  # cases in the recorded plan
-    same_cases: int  # recorded cases the current code plans too (same method, fact, site, layer, settings)
+    same_cases: int  # recorded cases the current code plans too (same method, fact, site, layer, settings; an
+    # effect measured by both or neither)
     same_choices: int  # targets whose layer choice (site and layer at every site) is unchanged
     max_tracing_effect_diff: float | None  # over cases planned by both; None when the audit has none
     max_choice_effect_diff: float | None  # the choice's exact effect and runner-up effect, over unchanged choices
@@ -51,11 +51,12 @@ def _read(path: Path, what: str) -> dict:
     return d
 
 
-def _diff(a, b) -> float:
+def _diff(a, b) -> float | None:
+    """|a - b|; 0 when both are missing; None when only one is (reported as a difference, not a number)."""
     if a is None and b is None:
         return 0.0
     if a is None or b is None:
-        return math.inf
+        return None
     return abs(float(a) - float(b))
 
 
@@ -108,21 +109,23 @@ def retrace_audit(audit_dir, device: str = "cpu", max_listed: int = 10) -> Retra
             notes.append(f"case {spec.case_id} (fact {spec.fact_ids[0]}, {spec.method}, {spec.site}, layer "
                          f"{spec.layer}) is not planned by the current code")
             continue
+        diff = _diff(spec.tracing_effect, new.tracing_effect)
+        if diff is None:  # measured by one of the two only: not the same case
+            notes.append(f"case {spec.case_id}: tracing effect {spec.tracing_effect} -> {new.tracing_effect}")
+            continue
         same_cases += 1
-        te_diff.append(_diff(spec.tracing_effect, new.tracing_effect))
+        te_diff.append(diff)
     same_choices = 0
-    first = {}  # fact -> its first recorded spec per site (every case of a fact shares its traces)
+    first: dict[int, dict[str, CaseSpec]] = {}  # fact -> site -> its first recorded case (they share its traces)
     for spec in recorded:
-        first.setdefault((spec.fact_ids[0], spec.site), spec)
+        first.setdefault(spec.fact_ids[0], {}).setdefault(spec.site, spec)
     for fid in targets:
         info = traces[fid]
-        ok = True
-        for (f, site), spec in first.items():
-            if f != fid:
-                continue
-            if spec.peak_layers != info.peak_layers:
-                ok = False
-                notes.append(f"fact {fid}: peak layers {spec.peak_layers} -> {info.peak_layers}")
+        by_site = first.get(fid, {})
+        ok = all(spec.peak_layers == info.peak_layers for spec in by_site.values())
+        if not ok:
+            notes.append(f"fact {fid}: peak layers {next(iter(by_site.values())).peak_layers} -> {info.peak_layers}")
+        for site, spec in by_site.items():
             new_choice = dict(info.picks[site]) if info.picks else None
             if _choice_key(spec.layer_choice) != _choice_key(new_choice):
                 ok = False
@@ -130,7 +133,12 @@ def retrace_audit(audit_dir, device: str = "cpu", max_listed: int = 10) -> Retra
                              f"{_choice_key(new_choice)}")
             elif new_choice:
                 for k in ("effect", "runner_up_effect"):
-                    choice_diff.append(_diff(spec.layer_choice.get(k), new_choice.get(k)))
+                    diff = _diff(spec.layer_choice.get(k), new_choice.get(k))
+                    if diff is None:
+                        ok = False
+                        notes.append(f"fact {fid} at {site}: {k} {spec.layer_choice.get(k)} -> {new_choice.get(k)}")
+                    else:
+                        choice_diff.append(diff)
         same_choices += ok
     return RetraceReport(
         audit_dir=str(d), recorded_commit=(cfg.get("provenance") or {}).get("git_commit"), model_identical=same_model,

@@ -46,14 +46,17 @@ def test_changed_effects_and_choices_are_reported(audit_dir, tmp_path):
     plan = json.loads((copy / "plan.json").read_text())
     first = plan["cases"][0]
     first["tracing_effect"] += 0.25  # as if an older tracer had measured another effect
+    plan["cases"][-1]["tracing_effect"] = None  # as if it had measured none
     fact = first["fact_ids"][0]
     for c in plan["cases"]:
         if c["fact_ids"][0] == fact:
             c["peak_layers"] = {k: (None if v is None else v + 7) for k, v in c["peak_layers"].items()}
     (copy / "plan.json").write_text(json.dumps(plan))
     r = retrace_audit(copy)
-    assert not r.reproduced
+    assert not r.reproduced and r.same_cases == r.cases - 1
     assert abs(r.max_tracing_effect_diff - 0.25) < 1e-6
+    assert any("tracing effect None ->" in line for line in r.differences)
+    assert sum("peak layers" in line for line in r.differences) == 1  # one line per fact, not per site
     assert r.same_choices == r.targets - 1
     assert any(f"fact {fact}: peak layers" in line for line in r.differences)
 
