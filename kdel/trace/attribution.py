@@ -108,9 +108,9 @@ def attribution_maps(adapter: ModelAdapter, corruptions: list[Corruption], confi
     base_record = assemble_from(adapter, clean, base_runs, batches, modules, True) if record_base else None
     dev = clean.logits.device
     b_off, s_off = _offsets(base_runs), source.offsets
-    base_logits = torch.zeros((b_off[-1], clean.logits.shape[-1]), dtype=batches[0][8].dtype, device=dev)
-    order = torch.tensor([r for idx, *_ in batches for i in idx for r in range(b_off[i], b_off[i + 1])], device=dev)
-    base_logits = base_logits.index_put((order,), torch.cat([b[8] for b in batches]))
+    base_logits = torch.zeros((b_off[-1], clean.logits.shape[-1]), dtype=batches[0].logits.dtype, device=dev)
+    order = torch.tensor([r for b in batches for i in b.idx for r in range(b_off[i], b_off[i + 1])], device=dev)
+    base_logits = base_logits.index_put((order,), torch.cat([b.logits for b in batches]))
     c_logits = base_logits if denoise else source.logits
     alts = _alt_ids(corruptions, c_logits.detach(), _offsets(corr_runs))
     clean_lp = torch.log_softmax(clean.logits.double(), -1)  # one row per fact
@@ -118,7 +118,7 @@ def attribution_maps(adapter: ModelAdapter, corruptions: list[Corruption], confi
     tgt = torch.tensor([c.target_id for c in corruptions], device=dev)
     alt = torch.tensor(alts, device=dev)
     base_m = torch_metrics(base_logits, tgt[fact_of], alt[fact_of], clean_lp[fact_of])
-    leaf_list = [leaf for b in batches for leaf in b[9].values()]
+    leaf_list = [leaf for b in batches for leaf in b.leaves.values()]
     grads = {}
     for j, m in enumerate(config.metrics):
         g = torch.autograd.grad(base_m[m].sum(), leaf_list, retain_graph=j < len(config.metrics) - 1,
@@ -132,8 +132,8 @@ def attribution_maps(adapter: ModelAdapter, corruptions: list[Corruption], confi
         L = adapter.n_layers
         setups, maps = [None] * len(corruptions), [None] * len(corruptions)
         k = 0
-        for idx, _rows, _src, start, _T, _inputs, acts, _kv, _logits, leaves in batches:
-            keys = list(leaves)
+        for b in batches:
+            idx, start, acts, keys = b.idx, b.start, b.outputs, list(b.leaves)
             local = 0  # this batch's rows, run by run
             for i in idx:
                 c = corruptions[i]

@@ -130,9 +130,9 @@ def choose_site_layers(model, tok, facts, table, window: int | None = None, excl
     samples and seed of the traces (its components, metrics, window and positions are overridden).
     `two_stage="auto"`: two-stage when the model has at least 8 x top_k layers, else exact-only (on smaller
     models confirming k layers per site is a large part of all of them, and the exact tracer alone costs about
-    as much). `timings`, when given, gets the CPU seconds of each part added to it: `recorded_runs` (clean and corrupted runs; two-stage: the clean
-    runs only), `attribution` (two-stage: its forward, which also records the corrupted runs, and backward),
-    `confirmed` (exact effects)."""
+    as much). `timings`, when given, gets the CPU seconds of each part added to it: `recorded_runs` (clean and
+    corrupted runs; two-stage: the clean runs only), `attribution` (two-stage: its forward, which also records
+    the corrupted runs, and backward), `confirmed` (exact effects)."""
     import time
     from kdel.models.adapter import ModelAdapter
     from kdel.trace.api import _corruption
@@ -184,7 +184,8 @@ def choose_site_layers(model, tok, facts, table, window: int | None = None, excl
             attribution = attribution_maps(adapter, corrs, cfg, clean=setups[0].base_run)  # noising: clean
     if two_stage:
         attr = [{s: normalized_effect(m["mlp"]["prob"][:, pos[s]], a.clean["prob"], a.corrupted["prob"],
-                                      cfg.direction) for s in SITE_NAMES} for a, m, pos in zip(attribution.setups, attribution.maps, positions)]
+                                      cfg.direction) for s in SITE_NAMES}
+                for a, m, pos in zip(attribution.setups, attribution.maps, positions)]
         lap("attribution")
     todo = [{s: (list(range(L)) if attr is None else _ranked(attr[i][s], listed)) for s in SITE_NAMES}
             for i in range(len(facts))]

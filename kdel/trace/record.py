@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -145,14 +146,28 @@ def record_run(adapter: ModelAdapter, run: RunInput) -> RecordedRun:
     return record_runs(adapter, [run])
 
 
+class FromBatch(NamedTuple):
+    """One batch of `forward_from`: runs with the same (start, length T)."""
+
+    idx: list[int]  # the runs
+    rows: torch.Tensor  # their rows in the recording being made
+    src: torch.Tensor  # each row's run in `prior`
+    start: int
+    T: int
+    inputs: list[torch.Tensor]  # with `base`: each block's input at positions start..T-1
+    outputs: dict  # (component, layer) -> output at positions start..T-1
+    kv: dict  # with `base`: layer -> the new keys/values
+    logits: torch.Tensor  # at the last position
+    leaves: dict  # (component, layer) -> the zero leaf added to that output (gradients reach it)
+
+
 def forward_from(adapter: ModelAdapter, prior: RecordedRun, runs: list[RunInput], starts: list[int],
                  modules: dict, base: bool, leaves=()):
     """The forward of `runs` from position starts[i] on (run i equals `prior`'s run i before it), attending to
-    `prior`'s keys/values; runs with the same (start, length) share one batch. Yields per batch
-    (idx, rows, src, start, T, block inputs, outputs, keys/values, last-position logits, leaf tensors):
-    `outputs` of the `modules` ({(component, layer): module}); with `base`, each block's input and its new
-    keys/values. `leaves`: components whose outputs get a zero tensor requiring gradients added (in `leaf
-    tensors`), so that gradients of anything computed from the logits reach them (attribution patching)."""
+    `prior`'s keys/values; runs with the same (start, length) share one batch. Yields a `FromBatch` per batch:
+    outputs of the `modules` ({(component, layer): module}); with `base`, each block's input and its new
+    keys/values. `leaves`: components whose outputs get a zero tensor requiring gradients added, so that
+    gradients of anything computed from the logits reach them (attribution patching)."""
     n_layers, dev = adapter.n_layers, adapter.device
     offsets = _offsets(runs)
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -194,7 +209,7 @@ def forward_from(adapter: ModelAdapter, prior: RecordedRun, runs: list[RunInput]
         finally:
             for h in handles:
                 h.remove()
-        yield idx, rows, src, start, T, inputs, outputs, rec.kv, logits, leaf
+        yield FromBatch(idx, rows, src, start, T, inputs, outputs, rec.kv, logits, leaf)
 
 
 def assemble_from(adapter: ModelAdapter, prior: RecordedRun, runs: list[RunInput], batches, modules: dict,
@@ -214,16 +229,17 @@ def assemble_from(adapter: ModelAdapter, prior: RecordedRun, runs: list[RunInput
     out_kv = {i: tuple(full_like(x, kv=True) for x in prior.kv[i]) for i in range(n_layers)} if base else {}
     logits = torch.zeros((offsets[-1], prior.logits.shape[-1]), dtype=prior.logits.dtype, device=dev)
     with torch.no_grad():
-        for _idx, rows, src, start, T, inputs, outputs, kv, last_logits, _leaf in batches:
-            logits[rows] = last_logits.detach().to(logits.dtype)
+        for b in batches:
+            rows, src, start, T = b.rows, b.src, b.start, b.T
+            logits[rows] = b.logits.detach().to(logits.dtype)
             for k in modules:
-                out_acts[k][rows, start:T] = outputs[k]
+                out_acts[k][rows, start:T] = b.outputs[k]
                 out_acts[k][rows, :start] = prior.acts[k][src, :start]
             for layer in range(n_layers if base else 0):
-                out_in[layer][rows, start:T] = inputs[layer]
+                out_in[layer][rows, start:T] = b.inputs[layer]
                 out_in[layer][rows, :start] = prior.block_inputs[layer][src, :start]
                 for j in range(2):
-                    out_kv[layer][j][rows, :, start:T] = kv[layer][j]
+                    out_kv[layer][j][rows, :, start:T] = b.kv[layer][j]
                     out_kv[layer][j][rows, :, :start] = prior.kv[layer][j][src, :, :start]
     result = RecordedRun(out_acts, out_in, prior.block_call, logits, out_kv, offsets)
     result.additive = base and _is_additive(result, n_layers)

@@ -111,5 +111,3 @@ def min_tokens_for(adapter) -> int:
     params = sum(p.numel() for p in adapter.layer(0).parameters())
     a, b = MIN_TOKENS["cuda" if adapter.device.type == "cuda" else "cpu"]
     return int(min(2048, max(16, a + b / max(params, 1))))
-
-
